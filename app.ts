@@ -1,0 +1,68 @@
+import websocket from '@fastify/websocket'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import authPlugin from './plugins/auth.js'
+import busPlugin from './plugins/bus.js'
+import configPlugin from './plugins/config.js'
+import hubPlugin from './plugins/hub.js'
+import metricsPlugin from './plugins/metrics.js'
+import healthRoutes from './routes/health.js'
+import ingestRoutes from './routes/ingest.js'
+import socketRoutes from './routes/sockets.js'
+import { BusUnavailableError } from './src/bus.js'
+import type { Config } from './src/config.js'
+
+export interface BuildOptions {
+  config: Config
+  logger?: FastifyServerOptions['logger']
+}
+
+/** Never log a query string (socket tokens travel there) nor headers (Api-Token, Authorization). */
+const serializers = {
+  req (request: { method: string, url: string, socket?: { remoteAddress?: string } }) {
+    return { method: request.method, url: request.url.split('?')[0], remoteAddress: request.socket?.remoteAddress }
+  }
+}
+
+export async function buildApp (options: BuildOptions): Promise<FastifyInstance> {
+  const { config } = options
+  const logger = options.logger ?? { level: config.LOG_LEVEL }
+  const app = Fastify({
+    logger: typeof logger === 'object' ? { ...logger, serializers } : logger,
+    bodyLimit: config.BODY_LIMIT
+  }).withTypeProvider<TypeBoxTypeProvider>()
+  app.setValidatorCompiler(TypeBoxValidatorCompiler)
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof BusUnavailableError) {
+      request.log.warn({ err: error }, 'event refused: bus unavailable')
+      return reply.code(503).header('retry-after', '1').send({
+        statusCode: 503, code: error.code, error: 'Service Unavailable', message: error.message
+      })
+    }
+    const statusCode = error.statusCode ?? 500
+    if (statusCode >= 500) request.log.error({ err: error }, 'request failed')
+    return reply.code(statusCode).send({
+      statusCode,
+      code: error.code,
+      error: statusCode >= 500 ? 'Internal Server Error' : (error.name === 'Error' ? 'Bad Request' : error.name),
+      message: statusCode >= 500 ? 'internal error' : error.message
+    })
+  })
+
+  await app.register(configPlugin, { config })
+  await app.register(metricsPlugin)
+  await app.register(busPlugin)
+  await app.register(authPlugin)
+  await app.register(hubPlugin)
+  await app.register(websocket, {
+    options: { maxPayload: config.MAX_FRAME_BYTES, perMessageDeflate: false },
+    // Our own goodbye (1012, via the hub plugin) instead of the plugin's default close.
+    preClose: (done) => done()
+  })
+  await app.register(healthRoutes)
+  await app.register(socketRoutes)
+  await app.register(ingestRoutes)
+  await app.ready()
+  return app
+}

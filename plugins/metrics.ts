@@ -1,0 +1,13 @@
+import fp from 'fastify-plugin'
+import { createMetrics } from '../src/metrics.js'
+import './types.js'
+
+/** Prometheus metrics on a registry of this app's own, served at GET /metrics. */
+export default fp(async (app) => {
+  const metrics = createMetrics({ defaults: true })
+  app.decorate('metrics', metrics)
+  app.get('/metrics', async (_request, reply) => {
+    reply.type(metrics.registry.contentType)
+    return await metrics.registry.metrics()
+  })
+}, { name: 'metrics', dependencies: ['config'] })

@@ -1,0 +1,20 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import '../plugins/types.js'
+
+const Status = Type.Object({ status: Type.String(), bus: Type.Optional(Type.String()) })
+
+/** Liveness (the process answers) and readiness (the bus is connected and we are not draining). */
+const health: FastifyPluginAsyncTypebox = async (app) => {
+  app.get('/health', { schema: { summary: 'Process is alive', response: { 200: Status } } }, async () => ({ status: 'ok' }))
+
+  app.get('/ready', {
+    schema: { summary: 'Bus connected and not draining', response: { 200: Status, 503: Status } }
+  }, async (_request, reply) => {
+    if (app.sessions.draining) return await reply.code(503).send({ status: 'draining', bus: app.bus.kind })
+    if (!app.bus.isReady()) return await reply.code(503).header('retry-after', '1').send({ status: 'bus_down', bus: app.bus.kind })
+    return { status: 'ready', bus: app.bus.kind }
+  })
+}
+
+export default health

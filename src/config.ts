@@ -1,0 +1,113 @@
+import { randomBytes, createPublicKey } from 'node:crypto'
+import envSchema from 'env-schema'
+import { Type, type Static } from 'typebox'
+
+/** The environment the relay reads, with its defaults: the single source of the Config type. */
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 4000 }),
+  HOST: Type.String({ default: '127.0.0.1' }),
+  LOG_LEVEL: Type.Union([
+    Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
+    Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
+  ], { default: 'info' }),
+  API_TOKEN: Type.Optional(Type.String({ minLength: 1, description: 'comma-separated list, for rotation' })),
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 16 })),
+  JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM (RS256 or ES256)' })),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  REDIS_PREFIX: Type.String({ default: 'relay:' }),
+  WEBHOOK_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  WEBHOOK_TOKEN: Type.Optional(Type.String()),
+  WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
+  ALLOWED_ORIGINS: Type.Optional(Type.String({ description: 'comma-separated list; unset: any origin' })),
+  BODY_LIMIT: Type.Integer({ minimum: 1024, default: 1048576 }),
+  MAX_FRAME_BYTES: Type.Integer({ minimum: 256, default: 65536 }),
+  MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 4194304, description: 'send buffer bound before close 1013' }),
+  PING_INTERVAL_MS: Type.Integer({ minimum: 10, default: 30000 }),
+  RATE_LIMIT_PER_SEC: Type.Number({ exclusiveMinimum: 0, default: 20 }),
+  RATE_LIMIT_BURST: Type.Integer({ minimum: 1, default: 40 }),
+  ABUSE_STRIKES: Type.Integer({ minimum: 1, default: 20, description: 'rejected or invalid frames before close 4429' }),
+  PUBLISH_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 2000 }),
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10000 }),
+  DRAIN_WINDOW_MS: Type.Integer({ minimum: 0, default: 5000 })
+})
+
+export type Env = Static<typeof EnvSchema>
+export type JwtAlgorithm = 'HS256' | 'RS256' | 'ES256'
+
+export interface Config extends Env {
+  apiTokens: string[]
+  allowedOrigins: string[] | null
+  jwtAlgorithm: JwtAlgorithm
+  jwtKey: string
+  /** Secrets the relay made up because none were configured (development only); printed once. */
+  generated: { API_TOKEN?: string, JWT_SECRET?: string }
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+function splitList (value: string | undefined): string[] {
+  return (value ?? '').split(',').map((item) => item.trim()).filter((item) => item.length > 0)
+}
+
+function algorithmOf (pem: string): JwtAlgorithm {
+  let keyType: string | undefined
+  try {
+    keyType = createPublicKey(pem).asymmetricKeyType
+  } catch {
+    throw new ConfigError('JWT_PUBLIC_KEY is not a valid PEM public key')
+  }
+  if (keyType === 'rsa') return 'RS256'
+  if (keyType === 'ec') return 'ES256'
+  throw new ConfigError(`JWT_PUBLIC_KEY has unsupported key type ${keyType ?? 'unknown'} (use RSA or EC P-256)`)
+}
+
+/** Validates the environment; throws a ConfigError naming the first bad variable. */
+export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
+  let parsed: Env
+  try {
+    parsed = envSchema<Env>({ schema: EnvSchema, data: env, env: false })
+  } catch (error) {
+    throw new ConfigError((error as Error).message.replace(/env\//g, ''))
+  }
+  const production = parsed.NODE_ENV === 'production'
+  const generated: Config['generated'] = {}
+
+  let apiTokens = splitList(parsed.API_TOKEN)
+  if (apiTokens.length === 0) {
+    if (production) throw new ConfigError('API_TOKEN is required when NODE_ENV=production')
+    generated.API_TOKEN = randomBytes(24).toString('base64url')
+    apiTokens = [generated.API_TOKEN]
+  }
+
+  if (parsed.JWT_SECRET !== undefined && parsed.JWT_PUBLIC_KEY !== undefined) {
+    throw new ConfigError('JWT_SECRET and JWT_PUBLIC_KEY are exclusive: set one of them')
+  }
+  let jwtAlgorithm: JwtAlgorithm = 'HS256'
+  let jwtKey: string
+  if (parsed.JWT_PUBLIC_KEY !== undefined) {
+    jwtKey = parsed.JWT_PUBLIC_KEY.replace(/\\n/g, '\n')
+    jwtAlgorithm = algorithmOf(jwtKey)
+  } else if (parsed.JWT_SECRET !== undefined) {
+    jwtKey = parsed.JWT_SECRET
+  } else {
+    if (production) throw new ConfigError('JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production')
+    generated.JWT_SECRET = randomBytes(32).toString('base64url')
+    jwtKey = generated.JWT_SECRET
+  }
+  if (parsed.WEBHOOK_URL !== undefined && parsed.WEBHOOK_TOKEN === undefined && production) {
+    throw new ConfigError('WEBHOOK_TOKEN is required with WEBHOOK_URL when NODE_ENV=production')
+  }
+
+  const origins = splitList(parsed.ALLOWED_ORIGINS)
+  return {
+    ...parsed,
+    apiTokens,
+    allowedOrigins: origins.length > 0 ? origins : null,
+    jwtAlgorithm,
+    jwtKey,
+    generated
+  }
+}

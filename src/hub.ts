@@ -1,0 +1,170 @@
+import type { Bus } from './bus.js'
+import type { Connection } from './connection.js'
+import type { Metrics } from './metrics.js'
+import { decodePacket, type Packet } from './packet.js'
+import { admits, topicOf, type Audience } from './routing.js'
+
+export interface HubLogger {
+  warn: (object: object, message: string) => void
+  error: (object: object, message: string) => void
+}
+
+function addTo<K, V> (index: Map<K, Set<V>>, key: K, value: V): void {
+  let set = index.get(key)
+  if (set === undefined) {
+    set = new Set()
+    index.set(key, set)
+  }
+  set.add(value)
+}
+
+function removeFrom<K, V> (index: Map<K, Set<V>>, key: K, value: V): void {
+  const set = index.get(key)
+  if (set === undefined) return
+  set.delete(value)
+  if (set.size === 0) index.delete(key)
+}
+
+/**
+ * The sockets of this node, indexed so a delivery touches only its candidates (chat room, operator id,
+ * console widget), and the bus topics those sockets need. This file is the fan-out hot path.
+ */
+export class Hub {
+  readonly #chatRooms = new Map<string, Set<Connection>>()
+  readonly #consoles = new Set<Connection>()
+  readonly #consolesByOperator = new Map<string, Set<Connection>>()
+  readonly #consolesByWidget = new Map<string, Set<Connection>>()
+  /** Consoles without a widget filter: they see every widget. */
+  readonly #consolesAnyWidget = new Set<Connection>()
+  readonly #topicRefs = new Map<string, number>()
+  /** Subscriptions in flight, so a second socket on the same topic waits for the same one. */
+  readonly #subscribing = new Map<string, Promise<void>>()
+
+  constructor (readonly bus: Bus, readonly metrics: Metrics, readonly log: HubLogger) {
+    bus.onPacket((topic, bytes) => this.receive(topic, bytes))
+  }
+
+  get size (): number {
+    let sockets = this.#consoles.size
+    for (const room of this.#chatRooms.values()) sockets += room.size
+    return sockets
+  }
+
+  * connections (): Iterable<Connection> {
+    yield * this.#consoles
+    for (const room of this.#chatRooms.values()) yield * room
+  }
+
+  /** Indexes the socket at once; resolves when the bus delivers its topics (or failed to: logged). */
+  async add (connection: Connection): Promise<void> {
+    const { attributes } = connection
+    if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
+      addTo(this.#chatRooms, attributes.chatUuid, connection)
+    } else {
+      this.#consoles.add(connection)
+      addTo(this.#consolesByOperator, attributes.userId, connection)
+      const widgets = attributes.sources?.widgets
+      if (widgets === undefined) this.#consolesAnyWidget.add(connection)
+      else for (const widget of widgets) addTo(this.#consolesByWidget, widget, connection)
+    }
+    await Promise.all(this.topicsOf(connection).map(async (topic) => await this.retain(topic)))
+  }
+
+  remove (connection: Connection): void {
+    const { attributes } = connection
+    if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
+      const room = this.#chatRooms.get(attributes.chatUuid)
+      if (room === undefined || !room.has(connection)) return
+      removeFrom(this.#chatRooms, attributes.chatUuid, connection)
+    } else {
+      if (!this.#consoles.delete(connection)) return
+      removeFrom(this.#consolesByOperator, attributes.userId, connection)
+      this.#consolesAnyWidget.delete(connection)
+      for (const widget of attributes.sources?.widgets ?? []) removeFrom(this.#consolesByWidget, widget, connection)
+    }
+    for (const topic of this.topicsOf(connection)) this.release(topic)
+  }
+
+  topicsOf (connection: Connection): string[] {
+    const { attributes } = connection
+    if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
+      return [topicOf({ scope: 'chat', chat: attributes.chatUuid })]
+    }
+    return [topicOf({ scope: 'broadcast' }), topicOf({ scope: 'operator', operatorId: attributes.userId })]
+  }
+
+  /** Topics this node needs now (the Redis bus resubscribes to these after a reconnect). */
+  topics (): string[] {
+    return [...this.#topicRefs.keys()]
+  }
+
+  private async retain (topic: string): Promise<void> {
+    const refs = this.#topicRefs.get(topic) ?? 0
+    this.#topicRefs.set(topic, refs + 1)
+    if (refs > 0) return await this.#subscribing.get(topic)
+    const subscribing = this.bus.subscribe(topic).catch((error: unknown) => {
+      this.log.error({ err: error, topic }, 'bus subscribe failed')
+    }).finally(() => this.#subscribing.delete(topic))
+    this.#subscribing.set(topic, subscribing)
+    await subscribing
+  }
+
+  private release (topic: string): void {
+    const refs = (this.#topicRefs.get(topic) ?? 0) - 1
+    if (refs > 0) {
+      this.#topicRefs.set(topic, refs)
+      return
+    }
+    this.#topicRefs.delete(topic)
+    this.bus.unsubscribe(topic).catch((error: unknown) => {
+      this.log.warn({ err: error, topic }, 'bus unsubscribe failed')
+    })
+  }
+
+  /** A packet from the bus: decode the header once, write the same bytes to every admitted socket. */
+  receive (topic: string, bytes: Buffer): void {
+    let packet: Packet
+    try {
+      packet = decodePacket(bytes)
+    } catch (error) {
+      this.metrics.packetErrors.inc()
+      this.log.error({ err: error, topic }, 'undecodable bus packet dropped')
+      return
+    }
+    const sent = this.deliver(packet.audience, packet.frame)
+    if (sent > 0) this.metrics.framesSent.inc(sent)
+    this.metrics.fanoutSeconds.observe(Math.max(0, Date.now() - packet.acceptedAt) / 1000)
+  }
+
+  /** Returns how many sockets the frame was written to. */
+  deliver (audience: Audience, frame: Buffer): number {
+    switch (audience.scope) {
+      case 'chat':
+        return sendToAdmitted(this.#chatRooms.get(audience.chat), audience, frame)
+      case 'operator':
+        return sendToAdmitted(this.#consolesByOperator.get(audience.operatorId), audience, frame)
+      case 'broadcast':
+        return sendToAdmitted(this.#consoles, audience, frame)
+      case 'sources': {
+        const widget = audience.chat.widget
+        if (widget === undefined) return sendToAdmitted(this.#consoles, audience, frame)
+        return sendToAdmitted(this.#consolesAnyWidget, audience, frame) +
+          sendToAdmitted(this.#consolesByWidget.get(widget), audience, frame)
+      }
+      default: {
+        const unknownAudience: never = audience
+        this.log.error({ audience: unknownAudience }, 'packet with unknown audience dropped')
+        return 0
+      }
+    }
+  }
+}
+
+function sendToAdmitted (candidates: Set<Connection> | undefined, audience: Audience, frame: Buffer): number {
+  if (candidates === undefined) return 0
+  let sent = 0
+  for (const connection of candidates) {
+    if (admits(audience, connection.attributes) && connection.send(frame)) sent += 1
+  }
+  return sent
+}

@@ -1,0 +1,32 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/** Every number the relay exposes on /metrics, on a registry of its own (several apps per test process). */
+export function createMetrics (options: { defaults?: boolean } = {}) {
+  const registry = new Registry()
+  if (options.defaults === true) collectDefaultMetrics({ register: registry, prefix: 'relay_' })
+  const registers = [registry]
+  return {
+    registry,
+    socketsOpen: new Gauge({ name: 'relay_sockets_open', help: 'Open WebSockets', labelNames: ['endpoint', 'role'] as const, registers }),
+    socketsClosed: new Counter({ name: 'relay_sockets_closed_total', help: 'Closed WebSockets by close code', labelNames: ['endpoint', 'code'] as const, registers }),
+    eventsAccepted: new Counter({ name: 'relay_events_accepted_total', help: 'Events published to the bus, by route or client event', labelNames: ['source'] as const, registers }),
+    eventsRejected: new Counter({ name: 'relay_events_rejected_total', help: 'Events refused because the bus was unavailable', labelNames: ['source'] as const, registers }),
+    framesSent: new Counter({ name: 'relay_frames_sent_total', help: 'Frames written to sockets', registers }),
+    framesDropped: new Counter({ name: 'relay_frames_dropped_total', help: 'Frames not written (socket closing or slow)', labelNames: ['reason'] as const, registers }),
+    slowConsumers: new Counter({ name: 'relay_slow_consumers_total', help: 'Sockets closed with 1013 because their send buffer overflowed', registers }),
+    fanoutSeconds: new Histogram({
+      name: 'relay_fanout_seconds',
+      help: 'Time from accepting an event to writing it to the last local socket',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers
+    }),
+    clientFrames: new Counter({ name: 'relay_client_frames_total', help: 'Frames received from clients by outcome', labelNames: ['outcome'] as const, registers }),
+    webhookCalls: new Counter({ name: 'relay_webhook_calls_total', help: 'Webhook calls by outcome', labelNames: ['outcome'] as const, registers }),
+    webhookSeconds: new Histogram({ name: 'relay_webhook_seconds', help: 'Webhook call latency', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
+    busUp: new Gauge({ name: 'relay_bus_up', help: '1 while the bus accepts publishes', registers }),
+    busReconnects: new Counter({ name: 'relay_bus_reconnects_total', help: 'Times the bus came back after being down', registers }),
+    packetErrors: new Counter({ name: 'relay_bus_packet_errors_total', help: 'Bus packets that could not be decoded', registers })
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

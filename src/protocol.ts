@@ -1,0 +1,190 @@
+import { Type, type Static, type TSchema } from 'typebox'
+
+/**
+ * Every shape on the wire, once. Objects pass unknown fields through untouched (forward compatible);
+ * only what routing needs is required.
+ */
+const open = { additionalProperties: true } as const
+
+export const Id = Type.Union([Type.Integer(), Type.String({ minLength: 1 })], { description: 'integer from the backend; compared as a string' })
+
+export const User = Type.Object({
+  id: Id,
+  role: Type.Optional(Type.String()),
+  avatar: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  lastname: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  firstname: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  patronymic: Type.Optional(Type.Union([Type.String(), Type.Null()]))
+}, { ...open, $id: 'User' })
+
+const chatProperties = {
+  uuid: Type.String({ minLength: 1, maxLength: 200 }),
+  widget: Type.Optional(Type.Object({ source: Type.Optional(Type.String()) }, open)),
+  status: Type.Optional(Type.String()),
+  owner_user: Type.Optional(Type.Union([User, Type.Null()])),
+  operator_user: Type.Optional(Type.Union([User, Type.Null()])),
+  department: Type.Optional(Type.Union([Type.Object({ id: Type.Optional(Id) }, open), Type.Null()]))
+}
+export const Chat = Type.Object(chatProperties, { ...open, $id: 'Chat' })
+
+/** A chat that names its assigned operator: the body of POST /notifications/chat. */
+export const AssignedChat = Type.Object({ ...chatProperties, operator_user: User }, { ...open, $id: 'AssignedChat' })
+
+export const Attachment = Type.Object({
+  uuid: Type.String(),
+  type: Type.Optional(Type.String()),
+  url: Type.Optional(Type.String()),
+  url_preview: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  filename: Type.Optional(Type.String()),
+  extension: Type.Optional(Type.String()),
+  size: Type.Optional(Type.Integer())
+}, { ...open, $id: 'Attachment' })
+
+export const MessageType = Type.Union([
+  Type.Literal('standard'), Type.Literal('system'), Type.Literal('note'), Type.Literal('bot')
+])
+export const MessageStatus = Type.Union([Type.Literal('new'), Type.Literal('delivered'), Type.Literal('read')])
+
+export const Message = Type.Object({
+  id: Type.Integer(),
+  type: MessageType,
+  type_role: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'role a system message is meant for; required for system' })),
+  status: Type.Optional(MessageStatus),
+  text: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  send_time: Type.Optional(Type.String()),
+  message_index: Type.Optional(Type.Integer()),
+  chat: Chat,
+  user: Type.Optional(Type.Union([User, Type.Null()])),
+  attachments: Type.Optional(Type.Array(Attachment))
+}, { ...open, $id: 'Message' })
+
+export const Operator = Type.Object({ ...User.properties }, { ...open, $id: 'Operator' })
+
+export const Sources = Type.Object({
+  widgets: Type.Optional(Type.Array(Type.String())),
+  departments: Type.Optional(Type.Array(Type.Union([Type.String(), Type.Integer()])))
+}, open)
+
+export const OnlineUser = Type.Object({
+  user: User,
+  sources: Type.Object({
+    widgets: Type.Array(Type.String()),
+    departments: Type.Array(Type.Union([Type.String(), Type.Integer()]))
+  }),
+  sessions: Type.Integer({ minimum: 1 }),
+  connected_at: Type.String({ format: 'date-time' })
+}, { $id: 'OnlineUser' })
+
+// ---- HTTP ingest bodies ----
+
+export const MessageBody = Type.Object({
+  message: Message,
+  event: Type.Optional(Type.Union([Type.Literal('message_added'), Type.Literal('message_updated')]))
+})
+export const OperatorsBody = Type.Array(Operator)
+export const GlobalBody = Type.Record(Type.String(), Type.Unknown(), { description: 'any JSON object' })
+export const Ok = Type.Object({ ok: Type.Literal(true) })
+export const HttpError = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.Optional(Type.String()),
+  error: Type.String(),
+  message: Type.String()
+})
+
+// ---- Client → relay frames (/chat) ----
+
+export const SendMessageData = Type.Object({
+  text: Type.String({ maxLength: 20000 }),
+  attachments: Type.Optional(Type.Array(Type.String(), { maxItems: 50 })),
+  client_message_id: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Integer()]))
+}, open)
+export const MarkMessageData = Type.Object({ message_id: Type.Integer() }, open)
+export const UpdateTypingData = Type.Object({
+  text: Type.Optional(Type.String({ maxLength: 20000 })),
+  stopped: Type.Boolean()
+}, open)
+
+function frame<Name extends string, Data extends TSchema> (type: Name, data: Data) {
+  return Type.Object({ type: Type.Literal(type), data }, { $id: type })
+}
+
+export const SendMessageFrame = frame('send_message', SendMessageData)
+export const MarkMessageDeliveredFrame = frame('mark_message_delivered', MarkMessageData)
+export const MarkMessageReadFrame = frame('mark_message_read', MarkMessageData)
+export const UpdateTypingFrame = frame('update_typing', UpdateTypingData)
+
+export const clientFrames = {
+  send_message: SendMessageFrame,
+  mark_message_delivered: MarkMessageDeliveredFrame,
+  mark_message_read: MarkMessageReadFrame,
+  update_typing: UpdateTypingFrame
+} as const
+export type ClientEventType = keyof typeof clientFrames
+export type ClientFrame = Static<typeof SendMessageFrame> | Static<typeof MarkMessageDeliveredFrame>
+| Static<typeof MarkMessageReadFrame> | Static<typeof UpdateTypingFrame>
+
+// ---- Relay → client frames ----
+
+const ChatRef = Type.Object({ uuid: Type.String() }, open)
+
+export const serverFrames = {
+  connected: frame('connected', Type.Object({
+    connection_id: Type.String(),
+    user: User,
+    chat: Type.Optional(ChatRef)
+  })),
+  message_added: frame('message_added', Type.Object({ message: Message })),
+  message_updated: frame('message_updated', Type.Object({ message: Message })),
+  message_not_added: frame('message_not_added', Type.Object({
+    reason: Type.String(),
+    client_message_id: Type.Optional(Type.Union([Type.String(), Type.Integer()])),
+    text: Type.Optional(Type.String())
+  })),
+  typing_updated: frame('typing_updated', Type.Object({
+    chat: ChatRef,
+    user: User,
+    text: Type.Optional(Type.String()),
+    stopped: Type.Boolean()
+  })),
+  user_connected: frame('user_connected', Type.Object({ chat: ChatRef, user: User })),
+  user_disconnected: frame('user_disconnected', Type.Object({ chat: ChatRef, user: User })),
+  chat_updated: frame('chat_updated', Type.Object({ chat: Chat })),
+  operator_updated: frame('operator_updated', Type.Object({ operators: Type.Array(Operator) })),
+  global_updated: frame('global_updated', GlobalBody),
+  chat_notification: frame('chat_notification', Type.Object({ chat: AssignedChat })),
+  error: frame('error', Type.Object({ code: Type.String(), message: Type.String() }))
+} as const
+export type ServerEventType = keyof typeof serverFrames
+export type ServerFrame<T extends ServerEventType = ServerEventType> = Static<(typeof serverFrames)[T]>
+
+export type User = Static<typeof User>
+export type Chat = Static<typeof Chat>
+export type AssignedChat = Static<typeof AssignedChat>
+export type Message = Static<typeof Message>
+export type MessageStatus = Static<typeof MessageStatus>
+export type Operator = Static<typeof Operator>
+export type Sources = Static<typeof Sources>
+export type OnlineUser = Static<typeof OnlineUser>
+export type MessageBody = Static<typeof MessageBody>
+
+/** Stable codes of the `error` frame. */
+export const ErrorCode = {
+  invalidJson: 'invalid_json',
+  unknownType: 'unknown_type',
+  invalidPayload: 'invalid_payload',
+  rateLimited: 'rate_limited',
+  messageNotFound: 'message_not_found',
+  webhookFailed: 'webhook_failed',
+  unavailable: 'unavailable',
+  internal: 'internal_error'
+} as const
+
+/** Close codes of SPEC.md. */
+export const CloseCode = {
+  badToken: 4401,
+  forbidden: 4403,
+  abuse: 4429,
+  tooLarge: 1009,
+  restarting: 1012,
+  slowConsumer: 1013
+} as const

@@ -1,0 +1,192 @@
+import type { AssignedChat, Chat, Message, Operator, ServerFrame, User } from './protocol.js'
+
+/**
+ * The routing table of SPEC.md as pure functions: an event becomes deliveries (who, which frame), and a
+ * socket's attributes say whether an audience includes it. No I/O, no Fastify.
+ */
+
+export interface SourcesFilter {
+  widgets?: ReadonlySet<string>
+  departments?: ReadonlySet<string>
+}
+
+export interface SocketAttributes {
+  endpoint: 'chat' | 'broadcast'
+  role: string
+  userId: string
+  /** `role:userId`: presence and "not to the user itself" key on this. */
+  userKey: string
+  chatUuid?: string
+  sources?: SourcesFilter
+}
+
+/** Where a chat sits for `/broadcast` source filtering; absent fields filter nothing. */
+export interface ChatScope {
+  uuid: string
+  widget?: string
+  department?: string
+}
+
+export type Audience =
+  /** sockets in one chat room, optionally only one role and never the sockets of one user */
+  | { scope: 'chat', chat: string, role?: string, exceptUser?: string }
+  /** `/broadcast` sessions whose sources admit a chat */
+  | { scope: 'sources', chat: ChatScope }
+  /** every `/broadcast` session */
+  | { scope: 'broadcast' }
+  /** the `/broadcast` sessions of one operator */
+  | { scope: 'operator', operatorId: string }
+
+export interface Delivery {
+  audience: Audience
+  frame: ServerFrame
+}
+
+export type RelayEvent =
+  | { kind: 'message', event: 'message_added' | 'message_updated', message: Message }
+  | { kind: 'chat_updated', chat: Chat }
+  | { kind: 'operator_updated', operators: Operator[] }
+  | { kind: 'global_updated', data: Record<string, unknown> }
+  | { kind: 'chat_notification', chat: AssignedChat }
+  | { kind: 'typing', chat: ChatScope, user: User, senderRole: string, senderKey: string, text?: string, stopped: boolean }
+  | { kind: 'presence', event: 'user_connected' | 'user_disconnected', chatUuid: string, user: User, userKey: string }
+
+export const Role = { customer: 'user', operator: 'operator' } as const
+
+export function idString (id: string | number): string {
+  return typeof id === 'number' ? String(id) : id
+}
+
+export function chatScope (chat: Chat): ChatScope {
+  const scope: ChatScope = { uuid: chat.uuid }
+  const widget = chat.widget?.source
+  if (typeof widget === 'string') scope.widget = widget
+  const department = chat.department?.id
+  if (department !== undefined) scope.department = idString(department)
+  return scope
+}
+
+function messageDeliveries (event: 'message_added' | 'message_updated', message: Message): Delivery[] {
+  const frame: ServerFrame = { type: event, data: { message } }
+  const chat = message.chat.uuid
+  switch (message.type) {
+    case 'standard':
+    case 'bot':
+      return [
+        { audience: { scope: 'chat', chat }, frame },
+        { audience: { scope: 'sources', chat: chatScope(message.chat) }, frame }
+      ]
+    case 'system': {
+      const role = message.type_role
+      if (typeof role !== 'string' || role === '') return []
+      return [{ audience: { scope: 'chat', chat, role }, frame }]
+    }
+    case 'note':
+      return [{ audience: { scope: 'chat', chat, role: Role.operator }, frame }]
+    default: {
+      const unknownType: never = message.type
+      throw new Error(`unrouted message type ${String(unknownType)}`)
+    }
+  }
+}
+
+function typingDeliveries (event: Extract<RelayEvent, { kind: 'typing' }>): Delivery[] {
+  const chatRef = { uuid: event.chat.uuid }
+  const withText: ServerFrame = {
+    type: 'typing_updated',
+    data: event.text === undefined
+      ? { chat: chatRef, user: event.user, stopped: event.stopped }
+      : { chat: chatRef, user: event.user, text: event.text, stopped: event.stopped }
+  }
+  const toOperatorsInRoom: Delivery = {
+    audience: { scope: 'chat', chat: event.chat.uuid, role: Role.operator, exceptUser: event.senderKey },
+    frame: withText
+  }
+  if (event.senderRole === Role.customer) {
+    return [toOperatorsInRoom, { audience: { scope: 'sources', chat: event.chat }, frame: withText }]
+  }
+  const withoutText: ServerFrame = {
+    type: 'typing_updated',
+    data: { chat: chatRef, user: event.user, stopped: event.stopped }
+  }
+  return [
+    { audience: { scope: 'chat', chat: event.chat.uuid, role: Role.customer }, frame: withoutText },
+    toOperatorsInRoom
+  ]
+}
+
+/** Turns one accepted event into the deliveries of the routing table. */
+export function planDeliveries (event: RelayEvent): Delivery[] {
+  switch (event.kind) {
+    case 'message':
+      return messageDeliveries(event.event, event.message)
+    case 'chat_updated':
+      return [{ audience: { scope: 'sources', chat: chatScope(event.chat) }, frame: { type: 'chat_updated', data: { chat: event.chat } } }]
+    case 'operator_updated':
+      return [{ audience: { scope: 'broadcast' }, frame: { type: 'operator_updated', data: { operators: event.operators } } }]
+    case 'global_updated':
+      return [{ audience: { scope: 'broadcast' }, frame: { type: 'global_updated', data: event.data } }]
+    case 'chat_notification':
+      return [{
+        audience: { scope: 'operator', operatorId: idString(event.chat.operator_user.id) },
+        frame: { type: 'chat_notification', data: { chat: event.chat } }
+      }]
+    case 'typing':
+      return typingDeliveries(event)
+    case 'presence':
+      return [{
+        audience: { scope: 'chat', chat: event.chatUuid, exceptUser: event.userKey },
+        frame: { type: event.event, data: { chat: { uuid: event.chatUuid }, user: event.user } }
+      }]
+    default: {
+      const unknownEvent: never = event
+      throw new Error(`unrouted event ${JSON.stringify(unknownEvent)}`)
+    }
+  }
+}
+
+/** Whether a `/broadcast` session's sources admit a chat (a missing side filters nothing). */
+export function sourcesAdmit (sources: SourcesFilter | undefined, chat: ChatScope): boolean {
+  if (sources === undefined) return true
+  if (sources.widgets !== undefined && chat.widget !== undefined && !sources.widgets.has(chat.widget)) return false
+  if (sources.departments !== undefined && chat.department !== undefined && !sources.departments.has(chat.department)) return false
+  return true
+}
+
+/** Whether an audience includes a socket. The hub narrows candidates by index first; this decides. */
+export function admits (audience: Audience, socket: SocketAttributes): boolean {
+  switch (audience.scope) {
+    case 'chat':
+      return socket.endpoint === 'chat' &&
+        socket.chatUuid === audience.chat &&
+        (audience.role === undefined || socket.role === audience.role) &&
+        socket.userKey !== audience.exceptUser
+    case 'sources':
+      return socket.endpoint === 'broadcast' && sourcesAdmit(socket.sources, audience.chat)
+    case 'broadcast':
+      return socket.endpoint === 'broadcast'
+    case 'operator':
+      return socket.endpoint === 'broadcast' && socket.userId === audience.operatorId
+    default: {
+      const unknownAudience: never = audience
+      throw new Error(`unknown audience ${JSON.stringify(unknownAudience)}`)
+    }
+  }
+}
+
+/** The bus topic an audience travels on: a node subscribes to what its own sockets can receive. */
+export function topicOf (audience: Audience): string {
+  switch (audience.scope) {
+    case 'chat':
+      return `chat:${audience.chat}`
+    case 'sources':
+    case 'broadcast':
+      return 'broadcast'
+    case 'operator':
+      return `operator:${audience.operatorId}`
+    default: {
+      const unknownAudience: never = audience
+      throw new Error(`unknown audience ${JSON.stringify(unknownAudience)}`)
+    }
+  }
+}

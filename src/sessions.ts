@@ -1,0 +1,202 @@
+import type WebSocket from 'ws'
+import { authorize, SocketAuthError, type Principal } from './auth.js'
+import { Connection, type ConnectionLimits } from './connection.js'
+import type { FrameHandler } from './frame-handler.js'
+import type { Hub } from './hub.js'
+import type { Metrics } from './metrics.js'
+import type { Presence } from './presence.js'
+import { CloseCode } from './protocol.js'
+import type { Publisher } from './publisher.js'
+import type { SocketAttributes } from './routing.js'
+
+export interface SessionLogger {
+  info: (object: object, message: string) => void
+  warn: (object: object, message: string) => void
+  error: (object: object, message: string) => void
+}
+
+export interface SocketRequest {
+  token: string | undefined
+  origin: string | undefined
+  /** A `chat` query parameter, if the client named one; it must match the token's claim. */
+  requestedChat: string | undefined
+}
+
+export interface SessionOptions {
+  limits: ConnectionLimits
+  allowedOrigins: string[] | null
+  pingIntervalMs: number
+}
+
+/**
+ * The life of a socket: admission (origin, token, role), indexes and presence while open, ping for
+ * liveness, and the goodbye. Fastify-free: the socket routes hand over the raw socket and request bits.
+ */
+export class SocketSessions {
+  #draining = false
+  /** Each socket's presence announcement, so its goodbye never overtakes its hello. */
+  readonly #announced = new WeakMap<Connection, Promise<void>>()
+  readonly #pingTimer: NodeJS.Timeout
+
+  constructor (
+    readonly hub: Hub,
+    readonly presence: Presence,
+    readonly publisher: Publisher,
+    readonly frames: FrameHandler,
+    readonly verifyToken: (token: string) => Principal,
+    readonly metrics: Metrics,
+    readonly log: SessionLogger,
+    readonly options: SessionOptions
+  ) {
+    this.#pingTimer = setInterval(() => this.pingAll(), options.pingIntervalMs)
+    this.#pingTimer.unref()
+  }
+
+  get draining (): boolean {
+    return this.#draining
+  }
+
+  open (endpoint: 'chat' | 'broadcast', socket: WebSocket, request: SocketRequest): Connection | undefined {
+    let principal: Principal
+    try {
+      principal = this.admit(endpoint, request)
+    } catch (error) {
+      const refusal = error instanceof SocketAuthError ? error : new SocketAuthError(CloseCode.badToken, 'invalid token')
+      this.metrics.socketsClosed.inc({ endpoint, code: String(refusal.closeCode) })
+      this.log.info({ endpoint, code: refusal.closeCode, reason: refusal.message }, 'socket refused')
+      socket.close(refusal.closeCode, refusal.message)
+      return undefined
+    }
+    const attributes: SocketAttributes = {
+      endpoint,
+      role: principal.role,
+      userId: principal.userId,
+      userKey: `${principal.role}:${principal.userId}`
+    }
+    if (endpoint === 'chat' && principal.chatUuid !== undefined) attributes.chatUuid = principal.chatUuid
+    if (endpoint === 'broadcast' && principal.sources !== undefined) attributes.sources = principal.sources
+    const connection = new Connection(socket, attributes, principal.user, this.options.limits, () => {
+      this.metrics.slowConsumers.inc()
+      this.metrics.framesDropped.inc({ reason: 'slow_consumer' })
+      this.log.warn({ endpoint, connectionId: connection.id, userId: attributes.userId }, 'slow consumer closed')
+    })
+    // Listeners attach synchronously, before any await, so no frame or close is missed.
+    socket.on('message', (raw) => this.frames.onMessage(connection, raw))
+    socket.on('pong', () => { connection.alive = true })
+    socket.on('error', (error) => this.log.warn({ err: error, connectionId: connection.id }, 'socket error'))
+    socket.once('close', (code) => this.closed(connection, code))
+
+    this.metrics.socketsOpen.inc({ endpoint, role: attributes.role })
+    this.log.info({ endpoint, role: attributes.role, userId: attributes.userId, connectionId: connection.id }, 'socket open')
+    // `connected` goes out once the bus delivers this socket's topics: nothing after it is missed.
+    this.hub.add(connection).then(() => this.welcome(connection, principal), (error: unknown) => {
+      this.log.error({ err: error, connectionId: connection.id }, 'socket registration failed')
+    })
+    return connection
+  }
+
+  private welcome (connection: Connection, principal: Principal): void {
+    const { attributes } = connection
+    if (connection.socket.readyState !== connection.socket.OPEN) return
+    connection.sendFrame({
+      type: 'connected',
+      data: attributes.chatUuid === undefined
+        ? { connection_id: connection.id, user: principal.user }
+        : { connection_id: connection.id, user: principal.user, chat: { uuid: attributes.chatUuid } }
+    })
+    this.#announced.set(connection, this.announce(connection, principal).catch((error: unknown) => {
+      this.log.error({ err: error, connectionId: connection.id }, 'presence update on open failed')
+    }))
+  }
+
+  private admit (endpoint: 'chat' | 'broadcast', request: SocketRequest): Principal {
+    if (this.#draining) throw new SocketAuthError(CloseCode.restarting, 'server restarting')
+    const origins = this.options.allowedOrigins
+    if (origins !== null && (request.origin === undefined || !origins.includes(request.origin))) {
+      throw new SocketAuthError(CloseCode.forbidden, 'origin not allowed')
+    }
+    if (request.token === undefined || request.token === '') throw new SocketAuthError(CloseCode.badToken, 'missing token')
+    const principal = this.verifyToken(request.token)
+    authorize(endpoint, principal, request.requestedChat)
+    return principal
+  }
+
+  private async announce (connection: Connection, principal: Principal): Promise<void> {
+    const { attributes } = connection
+    if (attributes.chatUuid === undefined) {
+      await this.presence.addSession({
+        connectionId: connection.id,
+        operatorId: attributes.userId,
+        user: principal.user,
+        widgets: principal.sourcesClaim.widgets,
+        departments: principal.sourcesClaim.departments,
+        connectedAt: connection.connectedAt
+      })
+      return
+    }
+    const first = await this.presence.joinChat(attributes.chatUuid, attributes.userKey, connection.id)
+    if (!first) return
+    await this.publisher.publish({
+      kind: 'presence', event: 'user_connected', chatUuid: attributes.chatUuid, user: connection.user, userKey: attributes.userKey
+    }, 'presence')
+  }
+
+  private closed (connection: Connection, code: number): void {
+    const { attributes } = connection
+    this.hub.remove(connection)
+    this.metrics.socketsOpen.dec({ endpoint: attributes.endpoint, role: attributes.role })
+    this.metrics.socketsClosed.inc({ endpoint: attributes.endpoint, code: String(code) })
+    this.log.info({ endpoint: attributes.endpoint, role: attributes.role, userId: attributes.userId, connectionId: connection.id, code }, 'socket closed')
+    this.goodbye(connection).catch((error: unknown) => {
+      this.log.error({ err: error, connectionId: connection.id }, 'presence update on close failed')
+    })
+  }
+
+  private async goodbye (connection: Connection): Promise<void> {
+    const { attributes } = connection
+    const announced = this.#announced.get(connection)
+    if (announced === undefined) return
+    await announced
+    if (attributes.chatUuid === undefined) {
+      await this.presence.removeSession(connection.id)
+      return
+    }
+    const last = await this.presence.leaveChat(attributes.chatUuid, attributes.userKey, connection.id)
+    if (!last) return
+    await this.publisher.publish({
+      kind: 'presence', event: 'user_disconnected', chatUuid: attributes.chatUuid, user: connection.user, userKey: attributes.userKey
+    }, 'presence')
+  }
+
+  /** Terminates sockets that did not answer the previous ping, then pings the rest. */
+  pingAll (): void {
+    for (const connection of this.hub.connections()) {
+      if (!connection.alive) {
+        this.log.info({ connectionId: connection.id }, 'socket did not answer ping: terminated')
+        connection.socket.terminate()
+        continue
+      }
+      connection.alive = false
+      connection.socket.ping()
+    }
+  }
+
+  /**
+   * Refuses new sockets and closes open ones with 1012, spread evenly over `windowMs` so that clients do
+   * not all reconnect elsewhere at once.
+   */
+  async drain (windowMs: number): Promise<void> {
+    this.#draining = true
+    const open = [...this.hub.connections()]
+    const step = open.length > 0 ? windowMs / open.length : 0
+    for (const [index, connection] of open.entries()) {
+      if (index > 0 && step >= 1) await new Promise((resolve) => setTimeout(resolve, step))
+      connection.close(CloseCode.restarting, 'server restarting')
+    }
+  }
+
+  close (): void {
+    clearInterval(this.#pingTimer)
+    for (const connection of this.hub.connections()) connection.close(CloseCode.restarting, 'server restarting')
+  }
+}
