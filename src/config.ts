@@ -68,7 +68,9 @@ function algorithmOf (pem: string): JwtAlgorithm {
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   let parsed: Env
   try {
-    parsed = envSchema<Env>({ schema: EnvSchema, data: env, env: false })
+    // An empty variable means unset (as in a copied .env.example).
+    const data = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''))
+    parsed = envSchema<Env>({ schema: EnvSchema, data, env: false })
   } catch (error) {
     throw new ConfigError((error as Error).message.replace(/env\//g, ''))
   }
