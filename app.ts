@@ -32,6 +32,8 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
     bodyLimit: config.BODY_LIMIT
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(TypeBoxValidatorCompiler)
+  // Ingest is JSON only: anything else is 415.
+  app.removeContentTypeParser('text/plain')
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error instanceof BusUnavailableError) {

@@ -40,10 +40,8 @@ export const Attachment = Type.Object({
   size: Type.Optional(Type.Integer())
 }, { ...open, $id: 'Attachment' })
 
-export const MessageType = Type.Union([
-  Type.Literal('standard'), Type.Literal('system'), Type.Literal('note'), Type.Literal('bot')
-])
-export const MessageStatus = Type.Union([Type.Literal('new'), Type.Literal('delivered'), Type.Literal('read')])
+export const MessageType = Type.Enum(['standard', 'system', 'note', 'bot'])
+export const MessageStatus = Type.Enum(['new', 'delivered', 'read'])
 
 export const Message = Type.Object({
   id: Type.Integer(),
@@ -79,7 +77,7 @@ export const OnlineUser = Type.Object({
 
 export const MessageBody = Type.Object({
   message: Message,
-  event: Type.Optional(Type.Union([Type.Literal('message_added'), Type.Literal('message_updated')]))
+  event: Type.Optional(Type.Enum(['message_added', 'message_updated'], { default: 'message_added' }))
 })
 export const OperatorsBody = Type.Array(Operator)
 export const GlobalBody = Type.Record(Type.String(), Type.Unknown(), { description: 'any JSON object' })

@@ -1,0 +1,48 @@
+import { generateKeyPairSync } from 'node:crypto'
+import t from 'tap'
+import { ConfigError, loadConfig } from '../src/config.js'
+
+t.test('defaults start a relay with generated secrets outside production', async (t) => {
+  const config = loadConfig({})
+  t.equal(config.PORT, 4000)
+  t.equal(config.HOST, '127.0.0.1')
+  t.equal(config.REDIS_PREFIX, 'relay:')
+  t.equal(config.WEBHOOK_TIMEOUT_MS, 5000)
+  t.equal(config.jwtAlgorithm, 'HS256')
+  t.ok(config.generated.API_TOKEN !== undefined && config.generated.JWT_SECRET !== undefined)
+  t.same(config.apiTokens, [config.generated.API_TOKEN])
+  t.not(loadConfig({}).generated.JWT_SECRET, config.generated.JWT_SECRET, 'fresh secrets each start')
+})
+
+t.test('production refuses to start without secrets, naming the variable', async (t) => {
+  t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }), new ConfigError('API_TOKEN is required when NODE_ENV=production'))
+  t.throws(() => loadConfig({ NODE_ENV: 'production', API_TOKEN: 'a' }), /JWT_SECRET or JWT_PUBLIC_KEY/)
+  const ok = loadConfig({ NODE_ENV: 'production', API_TOKEN: 'a, b ,c', JWT_SECRET: 'x'.repeat(32) })
+  t.same(ok.apiTokens, ['a', 'b', 'c'], 'a comma list, for rotation')
+  t.same(ok.generated, {})
+})
+
+t.test('bad variables are refused with their name', async (t) => {
+  t.throws(() => loadConfig({ PORT: 'eighty' }), /PORT/)
+  t.throws(() => loadConfig({ PORT: '70000' }), /PORT/)
+  t.throws(() => loadConfig({ WEBHOOK_TIMEOUT_MS: '-1' }), /WEBHOOK_TIMEOUT_MS/)
+  t.throws(() => loadConfig({ REDIS_URL: 'localhost:6379' }), /REDIS_URL/)
+  t.throws(() => loadConfig({ LOG_LEVEL: 'loud' }), /LOG_LEVEL/)
+  t.throws(() => loadConfig({ JWT_SECRET: 'short' }), /JWT_SECRET/)
+  t.throws(() => loadConfig({ JWT_PUBLIC_KEY: 'not a pem' }), /JWT_PUBLIC_KEY/)
+  t.throws(() => loadConfig({ JWT_SECRET: 'x'.repeat(32), JWT_PUBLIC_KEY: 'y' }), /exclusive/)
+})
+
+t.test('empty variables count as unset', async (t) => {
+  const config = loadConfig({ JWT_SECRET: '', REDIS_URL: '', ALLOWED_ORIGINS: '' })
+  t.equal(config.REDIS_URL, undefined)
+  t.equal(config.allowedOrigins, null)
+})
+
+t.test('the public key decides the algorithm', async (t) => {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString()
+  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString()
+  t.equal(loadConfig({ JWT_PUBLIC_KEY: rsa }).jwtAlgorithm, 'RS256')
+  t.equal(loadConfig({ JWT_PUBLIC_KEY: ec.replace(/\n/g, '\\n') }).jwtAlgorithm, 'ES256', 'escaped newlines are accepted')
+  t.same(loadConfig({ ALLOWED_ORIGINS: 'https://a.example, https://b.example' }).allowedOrigins, ['https://a.example', 'https://b.example'])
+})

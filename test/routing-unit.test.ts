@@ -1,0 +1,81 @@
+import t from 'tap'
+import { admits, planDeliveries, sourcesAdmit, topicOf, type SocketAttributes } from '../src/routing.js'
+import type { Message } from '../src/protocol.js'
+
+const chatSocket = (role: string, userId: string, chatUuid = 'c1'): SocketAttributes =>
+  ({ endpoint: 'chat', role, userId, userKey: `${role}:${userId}`, chatUuid })
+const consoleSocket = (userId: string, sources?: SocketAttributes['sources']): SocketAttributes =>
+  sources === undefined
+    ? { endpoint: 'broadcast', role: 'operator', userId, userKey: `operator:${userId}` }
+    : { endpoint: 'broadcast', role: 'operator', userId, userKey: `operator:${userId}`, sources }
+
+const message = (fields: Partial<Message>): Message =>
+  ({ id: 1, type: 'standard', chat: { uuid: 'c1', widget: { source: 'lk' } }, ...fields })
+
+const receivers = (deliveries: ReturnType<typeof planDeliveries>, sockets: SocketAttributes[]): SocketAttributes[] =>
+  sockets.filter((socket) => deliveries.some((delivery) => admits(delivery.audience, socket)))
+
+const customer = chatSocket('user', '10')
+const operator = chatSocket('operator', '20')
+const otherChatCustomer = chatSocket('user', '11', 'c2')
+const openConsole = consoleSocket('30')
+const lkConsole = consoleSocket('31', { widgets: new Set(['lk']) })
+const siteConsole = consoleSocket('32', { widgets: new Set(['site']) })
+const everyone = [customer, operator, otherChatCustomer, openConsole, lkConsole, siteConsole]
+
+t.test('standard and bot messages: the room and consoles by sources', async (t) => {
+  for (const type of ['standard', 'bot'] as const) {
+    const got = receivers(planDeliveries({ kind: 'message', event: 'message_added', message: message({ type }) }), everyone)
+    t.same(got, [customer, operator, openConsole, lkConsole], type)
+  }
+})
+
+t.test('system messages reach the role of type_role only; without type_role nobody', async (t) => {
+  const plan = (typeRole: string | null) => planDeliveries({ kind: 'message', event: 'message_added', message: message({ type: 'system', type_role: typeRole }) })
+  t.same(receivers(plan('user'), everyone), [customer])
+  t.same(receivers(plan('operator'), everyone), [operator])
+  t.same(receivers(plan(null), everyone), [])
+})
+
+t.test('notes reach operators in the room only', async (t) => {
+  t.same(receivers(planDeliveries({ kind: 'message', event: 'message_updated', message: message({ type: 'note' }) }), everyone), [operator])
+})
+
+t.test('typing: customer text to operators and consoles; operator text hidden from the customer', async (t) => {
+  const fromCustomer = planDeliveries({ kind: 'typing', chat: { uuid: 'c1', widget: 'lk' }, user: { id: 10 }, senderRole: 'user', senderKey: 'user:10', text: 'hi', stopped: false })
+  t.same(receivers(fromCustomer, everyone), [operator, openConsole, lkConsole])
+  for (const delivery of fromCustomer) t.match(delivery.frame.data, { text: 'hi' })
+  const colleague = chatSocket('operator', '21')
+  const fromOperator = planDeliveries({ kind: 'typing', chat: { uuid: 'c1' }, user: { id: 20 }, senderRole: 'operator', senderKey: 'operator:20', text: 'draft', stopped: false })
+  t.same(receivers(fromOperator, [...everyone, colleague]), [customer, colleague])
+  const toCustomer = fromOperator.find((delivery) => admits(delivery.audience, customer))
+  t.notOk(toCustomer !== undefined && 'text' in toCustomer.frame.data, 'no text for the customer')
+})
+
+t.test('presence skips the user itself', async (t) => {
+  const plan = planDeliveries({ kind: 'presence', event: 'user_connected', chatUuid: 'c1', user: { id: 10 }, userKey: 'user:10' })
+  t.same(receivers(plan, everyone), [operator])
+})
+
+t.test('console-only events and notifications', async (t) => {
+  t.same(receivers(planDeliveries({ kind: 'global_updated', data: { a: 1 } }), everyone), [openConsole, lkConsole, siteConsole])
+  t.same(receivers(planDeliveries({ kind: 'operator_updated', operators: [] }), everyone), [openConsole, lkConsole, siteConsole])
+  t.same(receivers(planDeliveries({ kind: 'chat_updated', chat: { uuid: 'c9', widget: { source: 'site' } } }), everyone), [openConsole, siteConsole])
+  const notification = planDeliveries({ kind: 'chat_notification', chat: { uuid: 'c1', operator_user: { id: 31 } } })
+  t.same(receivers(notification, everyone), [lkConsole], 'integer operator id 31 matches sub "31"')
+})
+
+t.test('sources: each present side filters; a missing side filters nothing', async (t) => {
+  const both = { widgets: new Set(['lk']), departments: new Set(['7']) }
+  t.ok(sourcesAdmit(both, { uuid: 'x', widget: 'lk', department: '7' }))
+  t.notOk(sourcesAdmit(both, { uuid: 'x', widget: 'lk', department: '8' }))
+  t.notOk(sourcesAdmit(both, { uuid: 'x', widget: 'site', department: '7' }))
+  t.ok(sourcesAdmit(both, { uuid: 'x' }), 'a chat without widget or department')
+  t.ok(sourcesAdmit(undefined, { uuid: 'x', widget: 'any' }), 'a session without sources sees every chat')
+  t.ok(sourcesAdmit({ departments: new Set(['7']) }, { uuid: 'x', widget: 'site', department: '7' }))
+})
+
+t.test('topics keep chat rooms and operators apart', async (t) => {
+  t.not(topicOf({ scope: 'chat', chat: 'a' }), topicOf({ scope: 'chat', chat: 'b' }))
+  t.not(topicOf({ scope: 'operator', operatorId: '1' }), topicOf({ scope: 'operator', operatorId: '2' }))
+})
