@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http'
 import websocket from '@fastify/websocket'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
@@ -47,7 +48,7 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
     return reply.code(statusCode).send({
       statusCode,
       code: error.code,
-      error: statusCode >= 500 ? 'Internal Server Error' : (error.name === 'Error' ? 'Bad Request' : error.name),
+      error: STATUS_CODES[statusCode] ?? 'Error',
       message: statusCode >= 500 ? 'internal error' : error.message
     })
   })

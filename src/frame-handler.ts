@@ -10,6 +10,11 @@ const validators = new Map<string, Validator>(
   Object.entries(clientFrames).map(([type, schema]) => [type, Compile(schema)])
 )
 
+function textOf (raw: RawData): string {
+  if (Buffer.isBuffer(raw)) return raw.toString('utf8')
+  return (Array.isArray(raw) ? Buffer.concat(raw) : Buffer.from(raw)).toString('utf8')
+}
+
 /**
  * Everything between a client's raw frame and a client event: rate limit, JSON, type, schema. A bad frame
  * is answered with an `error` frame and the socket stays usable, until abuse closes it with 4429.
@@ -48,7 +53,7 @@ export class FrameHandler {
     }
     let value: unknown
     try {
-      value = JSON.parse(Array.isArray(raw) ? Buffer.concat(raw).toString('utf8') : Buffer.from(raw as ArrayBuffer).toString('utf8'))
+      value = JSON.parse(textOf(raw))
     } catch {
       this.reject(connection, 'invalid', ErrorCode.invalidJson, 'frame is not valid JSON')
       return undefined
