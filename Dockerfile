@@ -8,7 +8,6 @@ COPY tsconfig.json tsconfig.build.json app.ts server.ts ./
 COPY src ./src
 COPY plugins ./plugins
 COPY routes ./routes
-COPY bench ./bench
 RUN npm run build
 
 # Run stage: production dependencies and the compiled output only, as a non-root user.
