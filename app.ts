@@ -5,6 +5,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOpt
 import authPlugin from './plugins/auth.js'
 import busPlugin from './plugins/bus.js'
 import configPlugin from './plugins/config.js'
+import docsPlugin from './plugins/docs.js'
 import hubPlugin from './plugins/hub.js'
 import metricsPlugin from './plugins/metrics.js'
 import healthRoutes from './routes/health.js'
@@ -63,6 +64,7 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
     // Our own goodbye (1012, via the hub plugin) instead of the plugin's default close.
     preClose: (done) => done()
   })
+  await app.register(docsPlugin)
   await app.register(healthRoutes)
   await app.register(socketRoutes)
   await app.register(ingestRoutes)
