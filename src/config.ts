@@ -13,6 +13,9 @@ export const EnvSchema = Type.Object({
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM (RS256 or ES256)' })),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   REDIS_PREFIX: Type.String({ default: 'relay:' }),
+  REDIS_RETRY_MAX_MS: Type.Integer({ minimum: 10, default: 1000, description: 'longest wait between Redis reconnect attempts' }),
+  PRESENCE_HEARTBEAT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'how often a node renews its presence heartbeat and sweeps dead nodes' }),
+  PRESENCE_TTL_MS: Type.Integer({ minimum: 20, default: 15000, description: 'a node silent this long is dead: its sessions leave presence' }),
   WEBHOOK_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   WEBHOOK_TOKEN: Type.Optional(Type.String()),
   WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
@@ -98,6 +101,10 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
   if (parsed.WEBHOOK_URL !== undefined && parsed.WEBHOOK_TOKEN === undefined && production) {
     throw new ConfigError('WEBHOOK_TOKEN is required with WEBHOOK_URL when NODE_ENV=production')
+  }
+
+  if (parsed.PRESENCE_TTL_MS <= parsed.PRESENCE_HEARTBEAT_MS) {
+    throw new ConfigError('PRESENCE_TTL_MS must be longer than PRESENCE_HEARTBEAT_MS (a live node would expire between heartbeats)')
   }
 
   const origins = splitList(parsed.ALLOWED_ORIGINS)

@@ -2,7 +2,7 @@ import type { Bus } from './bus.js'
 import type { Connection } from './connection.js'
 import type { Metrics } from './metrics.js'
 import { decodePacket, type Packet } from './packet.js'
-import { admits, topicOf, type Audience } from './routing.js'
+import { admits, Topic, type Audience } from './routing.js'
 
 export interface HubLogger {
   warn: (object: object, message: string) => void
@@ -85,12 +85,15 @@ export class Hub {
     for (const topic of this.topicsOf(connection)) this.release(topic)
   }
 
+  /** What a socket can receive, as bus topics (see Topic and audienceTopics in routing.ts). */
   topicsOf (connection: Connection): string[] {
     const { attributes } = connection
-    if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
-      return [topicOf({ scope: 'chat', chat: attributes.chatUuid })]
-    }
-    return [topicOf({ scope: 'broadcast' }), topicOf({ scope: 'operator', operatorId: attributes.userId })]
+    if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) return [Topic.chat(attributes.chatUuid)]
+    const topics = [Topic.consoles, Topic.operator(attributes.userId)]
+    const widgets = attributes.sources?.widgets
+    if (widgets === undefined) topics.push(Topic.anyWidget)
+    else for (const widget of widgets) topics.push(Topic.widget(widget))
+    return topics
   }
 
   /** Topics this node needs now (the Redis bus resubscribes to these after a reconnect). */
@@ -131,13 +134,16 @@ export class Hub {
       this.log.error({ err: error, topic }, 'undecodable bus packet dropped')
       return
     }
-    const sent = this.deliver(packet.audience, packet.frame)
+    const sent = this.deliver(packet.audience, packet.frame, topic)
     if (sent > 0) this.metrics.framesSent.inc(sent)
     this.metrics.fanoutSeconds.observe(Math.max(0, Date.now() - packet.acceptedAt) / 1000)
   }
 
-  /** Returns how many sockets the frame was written to. */
-  deliver (audience: Audience, frame: Buffer): number {
+  /**
+   * Returns how many sockets the frame was written to. `topic` names the lane a 'sources' packet came
+   * on (each lane reaches its own consoles); without it, every admitted console gets the frame.
+   */
+  deliver (audience: Audience, frame: Buffer, topic?: string): number {
     switch (audience.scope) {
       case 'chat':
         return sendToAdmitted(this.#chatRooms.get(audience.chat), audience, frame)
@@ -148,6 +154,8 @@ export class Hub {
       case 'sources': {
         const widget = audience.chat.widget
         if (widget === undefined) return sendToAdmitted(this.#consoles, audience, frame)
+        if (topic === Topic.anyWidget) return sendToAdmitted(this.#consolesAnyWidget, audience, frame)
+        if (topic !== undefined) return sendToAdmitted(this.#consolesByWidget.get(widget), audience, frame)
         return sendToAdmitted(this.#consolesAnyWidget, audience, frame) +
           sendToAdmitted(this.#consolesByWidget.get(widget), audience, frame)
       }

@@ -13,14 +13,25 @@ export interface ConsoleSession {
   connectedAt: Date
 }
 
+/** A user whose last socket in a chat was on a node that died: the others announce user_disconnected. */
+export interface Departure {
+  chatUuid: string
+  userKey: string
+  user: User
+}
+
+export type DepartureListener = (departures: Departure[]) => Promise<void>
+
 export interface Presence {
-  /** Records a socket of a user in a chat; true when it is that user's first socket there. */
-  joinChat: (chatUuid: string, userKey: string, connectionId: string) => Promise<boolean>
+  /** Records a socket of a user in a chat; true when it is that user's first socket there (over all nodes). */
+  joinChat: (chatUuid: string, userKey: string, connectionId: string, user: User) => Promise<boolean>
   /** Forgets a socket; true when it was that user's last socket in the chat. */
   leaveChat: (chatUuid: string, userKey: string, connectionId: string) => Promise<boolean>
   addSession: (session: ConsoleSession) => Promise<void>
   removeSession: (connectionId: string) => Promise<void>
   onlineUsers: () => Promise<OnlineUser[]>
+  /** The one listener for users whose last socket went with a dead (or closing) node. */
+  onDepartures: (listener: DepartureListener) => void
   close: () => Promise<void>
 }
 
@@ -54,7 +65,7 @@ export class MemoryPresence implements Presence {
   readonly #rooms = new Map<string, Map<string, Set<string>>>()
   readonly #sessions = new Map<string, ConsoleSession>()
 
-  async joinChat (chatUuid: string, userKey: string, connectionId: string): Promise<boolean> {
+  async joinChat (chatUuid: string, userKey: string, connectionId: string, _user: User): Promise<boolean> {
     let users = this.#rooms.get(chatUuid)
     if (users === undefined) {
       users = new Map()
@@ -89,6 +100,10 @@ export class MemoryPresence implements Presence {
 
   async onlineUsers (): Promise<OnlineUser[]> {
     return summarizeSessions(this.#sessions.values())
+  }
+
+  onDepartures (_listener: DepartureListener): void {
+    // One node: its sockets leave through their own close, never all at once behind its back.
   }
 
   async close (): Promise<void> {

@@ -2,7 +2,7 @@ import { BusUnavailableError, type Bus } from './bus.js'
 import type { ChatLog } from './chat-log.js'
 import type { Metrics } from './metrics.js'
 import { encodePacket } from './packet.js'
-import { planDeliveries, topicOf, type RelayEvent } from './routing.js'
+import { audienceTopics, planDeliveries, type RelayEvent } from './routing.js'
 
 /**
  * The one way an event enters the bus: plan deliveries, serialize each frame once, publish, and resolve
@@ -22,8 +22,10 @@ export class Publisher {
       throw new BusUnavailableError('bus is not connected')
     }
     const acceptedAt = Date.now()
-    const publishes = planDeliveries(event).map((delivery) =>
-      this.bus.publish(topicOf(delivery.audience), encodePacket(delivery, acceptedAt)))
+    const publishes = planDeliveries(event).flatMap((delivery) => {
+      const packet = encodePacket(delivery, acceptedAt)
+      return audienceTopics(delivery.audience).map(async (topic) => await this.bus.publish(topic, packet))
+    })
     try {
       await withTimeout(Promise.all(publishes), this.options.timeoutMs)
     } catch (error) {

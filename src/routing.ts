@@ -174,16 +174,39 @@ export function admits (audience: Audience, socket: SocketAttributes): boolean {
   }
 }
 
-/** The bus topic an audience travels on: a node subscribes to what its own sockets can receive. */
-export function topicOf (audience: Audience): string {
+/**
+ * Bus topics. A node subscribes only to what its own sockets can receive: the chat rooms it holds, the
+ * operators it holds consoles of, the widgets its filtered consoles admit, and `anyWidget` only while it
+ * holds a console without a widget filter.
+ */
+export const Topic = {
+  chat: (chatUuid: string): string => `chat:${chatUuid}`,
+  operator: (operatorId: string): string => `operator:${operatorId}`,
+  /** every console: operator and global updates, and chats that name no widget */
+  consoles: 'consoles',
+  /** consoles whose sources list this widget */
+  widget: (widget: string): string => `widget:${widget}`,
+  /** consoles without a widget filter: they see every widget */
+  anyWidget: 'widgets'
+} as const
+
+/**
+ * The topics an audience travels on. A chat with a widget goes out on two lanes, its widget's and
+ * `anyWidget`, which reach disjoint consoles (Hub.deliver picks the lane by topic), so no console gets
+ * it twice and a node holding only filtered consoles never receives other widgets' traffic.
+ */
+export function audienceTopics (audience: Audience): string[] {
   switch (audience.scope) {
     case 'chat':
-      return `chat:${audience.chat}`
-    case 'sources':
+      return [Topic.chat(audience.chat)]
+    case 'sources': {
+      const widget = audience.chat.widget
+      return widget === undefined ? [Topic.consoles] : [Topic.widget(widget), Topic.anyWidget]
+    }
     case 'broadcast':
-      return 'broadcast'
+      return [Topic.consoles]
     case 'operator':
-      return `operator:${audience.operatorId}`
+      return [Topic.operator(audience.operatorId)]
     default: {
       const unknownAudience: never = audience
       throw new Error(`unknown audience ${JSON.stringify(unknownAudience)}`)

@@ -4,7 +4,7 @@ import { Connection, type ConnectionLimits } from './connection.js'
 import type { FrameHandler } from './frame-handler.js'
 import type { Hub } from './hub.js'
 import type { Metrics } from './metrics.js'
-import type { Presence } from './presence.js'
+import type { Departure, Presence } from './presence.js'
 import { CloseCode } from './protocol.js'
 import type { Publisher } from './publisher.js'
 import type { SocketAttributes } from './routing.js'
@@ -50,6 +50,7 @@ export class SocketSessions {
   ) {
     this.#pingTimer = setInterval(() => this.pingAll(), options.pingIntervalMs)
     this.#pingTimer.unref()
+    presence.onDepartures(async (departures) => await this.announceDepartures(departures))
   }
 
   get draining (): boolean {
@@ -134,7 +135,7 @@ export class SocketSessions {
       })
       return
     }
-    const first = await this.presence.joinChat(attributes.chatUuid, attributes.userKey, connection.id)
+    const first = await this.presence.joinChat(attributes.chatUuid, attributes.userKey, connection.id, connection.user)
     if (!first) return
     await this.publisher.publish({
       kind: 'presence', event: 'user_connected', chatUuid: attributes.chatUuid, user: connection.user, userKey: attributes.userKey
@@ -166,6 +167,16 @@ export class SocketSessions {
     await this.publisher.publish({
       kind: 'presence', event: 'user_disconnected', chatUuid: attributes.chatUuid, user: connection.user, userKey: attributes.userKey
     }, 'presence')
+  }
+
+  /** user_disconnected for users whose last socket went with a dead node (presence swept it). */
+  async announceDepartures (departures: Departure[]): Promise<void> {
+    const outcomes = await Promise.allSettled(departures.map(async ({ chatUuid, userKey, user }) =>
+      await this.publisher.publish({ kind: 'presence', event: 'user_disconnected', chatUuid, user, userKey }, 'presence')))
+    for (const [index, outcome] of outcomes.entries()) {
+      if (outcome.status === 'fulfilled') continue
+      this.log.error({ err: outcome.reason, chatUuid: departures[index]?.chatUuid }, 'user_disconnected for a departed node not published')
+    }
   }
 
   /** Terminates sockets that did not answer the previous ping, then pings the rest. */

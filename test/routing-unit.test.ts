@@ -1,5 +1,5 @@
 import t from 'tap'
-import { admits, planDeliveries, sourcesAdmit, topicOf, type SocketAttributes } from '../src/routing.js'
+import { admits, audienceTopics, planDeliveries, sourcesAdmit, type SocketAttributes } from '../src/routing.js'
 import type { Message } from '../src/protocol.js'
 
 const chatSocket = (role: string, userId: string, chatUuid = 'c1'): SocketAttributes =>
@@ -76,6 +76,6 @@ t.test('sources: each present side filters; a missing side filters nothing', asy
 })
 
 t.test('topics keep chat rooms and operators apart', async (t) => {
-  t.not(topicOf({ scope: 'chat', chat: 'a' }), topicOf({ scope: 'chat', chat: 'b' }))
-  t.not(topicOf({ scope: 'operator', operatorId: '1' }), topicOf({ scope: 'operator', operatorId: '2' }))
+  t.notSame(audienceTopics({ scope: 'chat', chat: 'a' }), audienceTopics({ scope: 'chat', chat: 'b' }))
+  t.notSame(audienceTopics({ scope: 'operator', operatorId: '1' }), audienceTopics({ scope: 'operator', operatorId: '2' }))
 })

@@ -1,0 +1,195 @@
+import type { Redis } from 'ioredis'
+import type { Bus, BusState, PacketHandler } from './bus.js'
+import { BusUnavailableError } from './bus.js'
+import { listen, type RedisLogger } from './redis.js'
+
+export interface RedisBusOptions {
+  /** Publishes (and nothing else of the bus); never queues while Redis is away. */
+  publisher: Redis
+  /** Subscribes; in subscriber mode it can run no other command. */
+  subscriber: Redis
+  /** Channel prefix (REDIS_PREFIX): several relays or test runs can share one Redis. */
+  prefix: string
+  /**
+   * After a reconnect, wait this long before acknowledging again: Redis pub/sub keeps nothing, so an
+   * event published before the other nodes resubscribed would be acknowledged and lost for them.
+   */
+  settleMs: number
+  log: RedisLogger
+}
+
+const SUBSCRIBE_BATCH = 1000
+
+/**
+ * The cluster bus on Redis pub/sub (Centrifuge's broker_redis, socket.io's redis-adapter): one channel
+ * per topic under the prefix, a publishing and a subscribing connection, the topics it holds
+ * resubscribed by itself after every reconnect. It owns its listeners, not the connections.
+ */
+export class RedisBus implements Bus {
+  readonly kind = 'redis' as const
+  readonly #publisher: Redis
+  readonly #subscriber: Redis
+  readonly #prefix: string
+  readonly #prefixBytes: number
+  readonly #settleMs: number
+  readonly #log: RedisLogger
+  readonly #topics = new Set<string>()
+  readonly #stateListeners: Array<(state: BusState) => void> = []
+  readonly #detach: Array<() => void> = []
+  #handler: PacketHandler = () => {}
+  #state: BusState = 'down'
+  /** Every held topic is subscribed on the current subscriber connection. */
+  #subscribed = false
+  /** Bumped on every subscriber (re)connect, so a stale resubscription does not count. */
+  #generation = 0
+  #connectedOnce = false
+  #settleTimer: NodeJS.Timeout | undefined
+  #closed = false
+  readonly #reportedErrors = new Set<string>()
+
+  constructor (options: RedisBusOptions) {
+    this.#publisher = options.publisher
+    this.#subscriber = options.subscriber
+    this.#prefix = options.prefix
+    this.#prefixBytes = Buffer.byteLength(options.prefix)
+    this.#settleMs = options.settleMs
+    this.#log = options.log
+    const { publisher, subscriber } = options
+    this.#detach.push(
+      listen(publisher, 'ready', () => this.#update()),
+      listen(publisher, 'close', () => this.#update()),
+      listen(publisher, 'error', (error: Error) => this.#connectionError('publish', error)),
+      listen(subscriber, 'ready', () => { this.#resubscribe() }),
+      listen(subscriber, 'close', () => this.#subscriberLost()),
+      listen(subscriber, 'error', (error: Error) => this.#connectionError('subscribe', error)),
+      listen(subscriber, 'messageBuffer', (channel: Buffer, message: Buffer) => this.#receive(channel, message))
+    )
+    if (subscriber.status === 'ready') this.#resubscribe()
+    this.#update()
+  }
+
+  isReady (): boolean {
+    return this.#state === 'ready' && this.#publisher.status === 'ready'
+  }
+
+  async publish (topic: string, packet: Buffer): Promise<void> {
+    if (!this.isReady()) throw new BusUnavailableError('redis is not connected')
+    try {
+      await this.#publisher.publish(this.#prefix + topic, packet)
+    } catch (error) {
+      throw new BusUnavailableError(`redis publish failed: ${(error as Error).message}`)
+    }
+  }
+
+  async subscribe (topic: string): Promise<void> {
+    this.#topics.add(topic)
+    // Not connected: the resubscription on the next 'ready' includes it.
+    if (this.#closed || this.#subscriber.status !== 'ready') return
+    await this.#subscriber.subscribe(this.#prefix + topic)
+  }
+
+  async unsubscribe (topic: string): Promise<void> {
+    if (!this.#topics.delete(topic)) return
+    if (this.#closed || this.#subscriber.status !== 'ready') return
+    await this.#subscriber.unsubscribe(this.#prefix + topic)
+  }
+
+  onPacket (handler: PacketHandler): void {
+    this.#handler = handler
+  }
+
+  onStateChange (listener: (state: BusState) => void): void {
+    this.#stateListeners.push(listener)
+  }
+
+  /** Topics held now (subscribed, or to subscribe on the next connect). */
+  topics (): string[] {
+    return [...this.#topics]
+  }
+
+  /** Unsubscribes what it holds and removes exactly the listeners it added; the connections stay open. */
+  async close (): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    clearTimeout(this.#settleTimer)
+    this.#state = 'down'
+    const channels = [...this.#topics].map((topic) => this.#prefix + topic)
+    this.#topics.clear()
+    if (channels.length > 0 && this.#subscriber.status === 'ready') {
+      await this.#subscriber.unsubscribe(...channels).catch((error: unknown) => {
+        this.#log.warn({ err: error }, 'redis unsubscribe on close failed')
+      })
+    }
+    for (const detach of this.#detach.splice(0)) detach()
+  }
+
+  #receive (channel: Buffer, message: Buffer): void {
+    const topic = channel.toString('utf8', this.#prefixBytes)
+    if (!this.#topics.has(topic)) return
+    this.#handler(topic, message)
+  }
+
+  /** Sends every held topic in one go (no await between batches: later (un)subscribes queue after). */
+  #resubscribe (): void {
+    const generation = ++this.#generation
+    this.#subscribed = false
+    const channels = [...this.#topics].map((topic) => this.#prefix + topic)
+    const batches: Array<Promise<unknown>> = []
+    for (let start = 0; start < channels.length; start += SUBSCRIBE_BATCH) {
+      batches.push(this.#subscriber.subscribe(...channels.slice(start, start + SUBSCRIBE_BATCH)))
+    }
+    Promise.all(batches).then(() => {
+      if (generation !== this.#generation || this.#closed) return
+      this.#subscribed = true
+      if (channels.length > 0) this.#log.info({ topics: channels.length }, 'redis bus resubscribed')
+      this.#update()
+    }, (error: unknown) => {
+      // The connection dropped meanwhile; its next 'ready' resubscribes again.
+      this.#log.warn({ err: error, topics: channels.length }, 'redis resubscribe failed')
+    })
+  }
+
+  #subscriberLost (): void {
+    this.#generation += 1
+    this.#subscribed = false
+    this.#update()
+  }
+
+  #connectionError (role: string, error: Error): void {
+    // One line per connection and outage, not one per reconnect attempt.
+    if (this.#reportedErrors.has(role)) return
+    this.#reportedErrors.add(role)
+    this.#log.warn({ err: error, role }, 'redis connection error')
+  }
+
+  /** Recomputes the state from both connections; reports transitions only. */
+  #update (): void {
+    if (this.#closed) return
+    const connected = this.#publisher.status === 'ready' && this.#subscriber.status === 'ready' && this.#subscribed
+    if (!connected) {
+      clearTimeout(this.#settleTimer)
+      this.#settleTimer = undefined
+      this.#setState('down')
+      return
+    }
+    this.#reportedErrors.clear()
+    if (this.#state === 'ready' || this.#settleTimer !== undefined) return
+    if (!this.#connectedOnce) {
+      this.#connectedOnce = true
+      this.#setState('ready')
+      return
+    }
+    this.#settleTimer = setTimeout(() => {
+      this.#settleTimer = undefined
+      const stillConnected = this.#publisher.status === 'ready' && this.#subscriber.status === 'ready' && this.#subscribed
+      if (stillConnected && !this.#closed) this.#setState('ready')
+    }, this.#settleMs)
+    this.#settleTimer.unref()
+  }
+
+  #setState (state: BusState): void {
+    if (state === this.#state) return
+    this.#state = state
+    for (const listener of this.#stateListeners) listener(state)
+  }
+}

@@ -1,0 +1,63 @@
+import { createHash } from 'node:crypto'
+import { Redis } from 'ioredis'
+
+export interface RedisLogger {
+  info: (object: object, message: string) => void
+  warn: (object: object, message: string) => void
+  error: (object: object, message: string) => void
+}
+
+export interface RedisClientOptions {
+  /** Shown in CLIENT LIST and in logs: `publish` or `subscribe`. */
+  role: string
+  /** Longest wait between reconnect attempts. */
+  retryMaxMs: number
+  /** A command without an answer this long fails (a half-open connection must not hang callers). */
+  commandTimeoutMs: number
+}
+
+/**
+ * A connection that never queues while Redis is away: a command fails at once, so a publish with
+ * Redis down is a 503, never a hang. It connects in the background (boot never waits for Redis) and
+ * reconnects forever with a capped backoff.
+ */
+export function createRedisClient (url: string, options: RedisClientOptions): Redis {
+  return new Redis(url, {
+    connectionName: `relay-${options.role}`,
+    enableOfflineQueue: false,
+    // Commands in flight when the connection drops fail at once instead of being resent later (a late
+    // PUBLISH after a 503 would deliver an event the backend will post again).
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    // The bus resubscribes itself, so it knows when every topic is back.
+    autoResubscribe: false,
+    commandTimeout: options.commandTimeoutMs,
+    keepAlive: 10_000,
+    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), options.retryMaxMs)
+  })
+}
+
+/** A Lua script run by EVALSHA, loaded again by EVAL when Redis lost its script cache (a restart). */
+export class LuaScript {
+  readonly sha: string
+
+  constructor (readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex')
+  }
+
+  async run (client: Redis, keys: string[], args: Array<string | number>): Promise<unknown> {
+    try {
+      return await client.evalsha(this.sha, keys.length, ...keys, ...args)
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error
+      return await client.eval(this.source, keys.length, ...keys, ...args)
+    }
+  }
+}
+
+/** Registers a listener and returns the function that removes exactly that listener. */
+export function listen (client: Redis, event: string, listener: (...args: never[]) => void): () => void {
+  const handler = listener as (...args: unknown[]) => void
+  client.on(event, handler)
+  return () => { client.off(event, handler) }
+}
