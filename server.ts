@@ -19,11 +19,26 @@ if (Object.keys(config.generated).length > 0) {
   process.stdout.write(`relay: no secrets configured; generated for this run:\n${lines.join('\n')}\n`)
 }
 
-closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS }, async ({ signal, err }) => {
+// The drain gets at most half of the shutdown budget: close handshakes, in-flight requests and the bus
+// need the rest before close-with-grace gives up and exits 1.
+const drainWindowMs = Math.min(config.DRAIN_WINDOW_MS, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2))
+
+closeWithGrace({
+  delay: config.SHUTDOWN_TIMEOUT_MS,
+  logger: {
+    error: (problem: unknown) => {
+      if (problem instanceof Error) app.log.error({ err: problem }, 'shutdown failed')
+      else app.log.error(String(problem))
+    }
+  }
+}, async ({ signal, err }) => {
+  // SIGTERM/SIGINT: /ready turns 503, new sockets get 1012, open ones get 1012 spread over the window;
+  // a crash closes at once. Then app.close() lets in-flight requests finish and closes the bus.
   if (err !== undefined) app.log.error({ err }, 'fatal error: shutting down')
-  else app.log.info({ signal }, 'draining')
-  await app.sessions.drain(config.DRAIN_WINDOW_MS)
+  else app.log.info({ signal, drainWindowMs, sockets: app.hub.size }, 'shutting down')
+  await app.sessions.drain(err === undefined ? drainWindowMs : 0)
   await app.close()
+  app.log.info('shut down')
 })
 
 await app.listen({ port: config.PORT, host: config.HOST })

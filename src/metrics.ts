@@ -24,6 +24,7 @@ export function createMetrics (options: { defaults?: boolean } = {}) {
     webhookCalls: new Counter({ name: 'relay_webhook_calls_total', help: 'Webhook calls by outcome', labelNames: ['outcome'] as const, registers }),
     webhookSeconds: new Histogram({ name: 'relay_webhook_seconds', help: 'Webhook call latency', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
     busUp: new Gauge({ name: 'relay_bus_up', help: '1 while the bus accepts publishes', registers }),
+    draining: new Gauge({ name: 'relay_draining', help: '1 while the relay drains its sockets before shutting down', registers }),
     busReconnects: new Counter({ name: 'relay_bus_reconnects_total', help: 'Times the bus came back after being down', registers }),
     packetErrors: new Counter({ name: 'relay_bus_packet_errors_total', help: 'Bus packets that could not be decoded', registers })
   }

@@ -36,6 +36,8 @@ export class SocketSessions {
   #draining = false
   /** Each socket's presence announcement, so its goodbye never overtakes its hello. */
   readonly #announced = new WeakMap<Connection, Promise<void>>()
+  /** Goodbyes still publishing: a drain waits for them before the bus closes. */
+  readonly #goodbyes = new Set<Promise<void>>()
   readonly #pingTimer: NodeJS.Timeout
 
   constructor (
@@ -148,9 +150,10 @@ export class SocketSessions {
     this.metrics.socketsOpen.dec({ endpoint: attributes.endpoint, role: attributes.role })
     this.metrics.socketsClosed.inc({ endpoint: attributes.endpoint, code: String(code) })
     this.log.info({ endpoint: attributes.endpoint, role: attributes.role, userId: attributes.userId, connectionId: connection.id, code }, 'socket closed')
-    this.goodbye(connection).catch((error: unknown) => {
+    const goodbye: Promise<void> = this.goodbye(connection).catch((error: unknown) => {
       this.log.error({ err: error, connectionId: connection.id }, 'presence update on close failed')
-    })
+    }).finally(() => this.#goodbyes.delete(goodbye))
+    this.#goodbyes.add(goodbye)
   }
 
   private async goodbye (connection: Connection): Promise<void> {
@@ -193,21 +196,68 @@ export class SocketSessions {
   }
 
   /**
-   * Refuses new sockets and closes open ones with 1012, spread evenly over `windowMs` so that clients do
-   * not all reconnect elsewhere at once.
+   * Refuses new sockets (1012) and closes the open ones with 1012 in batches, one per time slice, spread
+   * over `windowMs` so that clients reconnect elsewhere without a thundering herd. Resolves once they are
+   * closed and their presence goodbyes published (or after a bound).
    */
   async drain (windowMs: number): Promise<void> {
     this.#draining = true
+    this.metrics.draining.set(1)
     const open = [...this.hub.connections()]
-    const step = open.length > 0 ? windowMs / open.length : 0
-    for (const [index, connection] of open.entries()) {
-      if (index > 0 && step >= 1) await new Promise((resolve) => setTimeout(resolve, step))
-      connection.close(CloseCode.restarting, 'server restarting')
+    const slices = Math.max(1, Math.min(open.length, Math.floor(windowMs / DRAIN_SLICE_MS)))
+    const batch = Math.ceil(open.length / slices)
+    this.log.info({ sockets: open.length, windowMs, slices }, 'drain started')
+    for (let slice = 0; slice * batch < open.length; slice++) {
+      if (slice > 0) await sleep(windowMs / slices)
+      for (const connection of open.slice(slice * batch, (slice + 1) * batch)) {
+        connection.close(CloseCode.restarting, 'server restarting')
+      }
     }
+    await this.settle(open)
+    this.log.info({ sockets: open.length }, 'drain done')
   }
 
-  close (): void {
+  /** Closes every socket left with 1012 (no spreading) and waits for them, like the end of a drain. */
+  async close (): Promise<void> {
+    this.#draining = true
     clearInterval(this.#pingTimer)
-    for (const connection of this.hub.connections()) connection.close(CloseCode.restarting, 'server restarting')
+    const open = [...this.hub.connections()]
+    for (const connection of open) connection.close(CloseCode.restarting, 'server restarting')
+    await this.settle(open)
+  }
+
+  /** Waits until the sockets are closed (Connection cuts a silent peer) and the goodbyes are out, bounded. */
+  private async settle (connections: Connection[]): Promise<void> {
+    const settled = Promise.all(connections.map(async (connection) => await closedSocket(connection.socket)))
+      .then(async () => await Promise.allSettled([...this.#goodbyes]))
+      .then(() => true)
+    if (!await within(settled, SETTLE_BOUND_MS)) {
+      this.log.warn({ sockets: this.hub.size, goodbyes: this.#goodbyes.size }, `sockets or goodbyes still pending after ${SETTLE_BOUND_MS} ms`)
+    }
+  }
+}
+
+/** A drain closes one batch per slice of this length (fewer slices when there are fewer sockets). */
+const DRAIN_SLICE_MS = 100
+/** Longer than Connection's close grace: by then every socket is closed or cut. */
+const SETTLE_BOUND_MS = 3000
+
+async function sleep (ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+async function closedSocket (socket: WebSocket): Promise<void> {
+  if (socket.readyState === socket.CLOSED) return
+  await new Promise((resolve) => socket.once('close', resolve))
+}
+
+/** True when `promise` resolved within `ms`; the timer never outlives the wait. */
+async function within (promise: Promise<boolean>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), ms) })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
   }
 }
