@@ -13,24 +13,19 @@ import ingestRoutes from './routes/ingest.js'
 import socketRoutes from './routes/sockets.js'
 import { BusUnavailableError } from './src/bus.js'
 import type { Config } from './src/config.js'
+import { logRedaction } from './src/log-redaction.js'
 
 export interface BuildOptions {
   config: Config
   logger?: FastifyServerOptions['logger']
 }
 
-/** Never log a query string (socket tokens travel there) nor headers (Api-Token, Authorization). */
-const serializers = {
-  req (request: { method: string, url: string, socket?: { remoteAddress?: string } }) {
-    return { method: request.method, url: request.url.split('?')[0], remoteAddress: request.socket?.remoteAddress }
-  }
-}
-
 export async function buildApp (options: BuildOptions): Promise<FastifyInstance> {
   const { config } = options
   const logger = options.logger ?? { level: config.LOG_LEVEL }
   const app = Fastify({
-    logger: typeof logger === 'object' ? { ...logger, serializers } : logger,
+    // Never a query string (socket tokens travel there) nor headers (Api-Token, Authorization).
+    logger: logger === false ? false : { ...(logger === true ? {} : logger), ...logRedaction },
     bodyLimit: config.BODY_LIMIT
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(TypeBoxValidatorCompiler)

@@ -86,7 +86,11 @@ export class SocketSessions {
     // Listeners attach synchronously, before any await, so no frame or close is missed.
     socket.on('message', (raw) => this.frames.onMessage(connection, raw))
     socket.on('pong', () => { connection.alive = true })
-    socket.on('error', (error) => this.log.warn({ err: error, connectionId: connection.id }, 'socket error'))
+    socket.on('error', (error) => {
+      // ws closes the socket itself on a protocol error (1009 frame too large): log the code it sent.
+      connection.closeCode ??= protocolCloseCode(error)
+      this.log.warn({ err: error, connectionId: connection.id }, 'socket error')
+    })
     socket.once('close', (code) => this.closed(connection, code))
 
     this.metrics.socketsOpen.inc({ endpoint, role: attributes.role })
@@ -144,8 +148,10 @@ export class SocketSessions {
     }, 'presence')
   }
 
-  private closed (connection: Connection, code: number): void {
+  /** `peerCode` is what the peer answered (1006 if it never did); the relay's own code wins. */
+  private closed (connection: Connection, peerCode: number): void {
     const { attributes } = connection
+    const code = connection.closeCode ?? peerCode
     this.hub.remove(connection)
     this.metrics.socketsOpen.dec({ endpoint: attributes.endpoint, role: attributes.role })
     this.metrics.socketsClosed.inc({ endpoint: attributes.endpoint, code: String(code) })
@@ -235,6 +241,14 @@ export class SocketSessions {
       this.log.warn({ sockets: this.hub.size, goodbyes: this.#goodbyes.size }, `sockets or goodbyes still pending after ${SETTLE_BOUND_MS} ms`)
     }
   }
+}
+
+/** The close code ws sends when it refuses a frame (see ws's receiver errors); undefined for other errors. */
+function protocolCloseCode (error: Error): number | undefined {
+  const code = (error as { code?: unknown }).code
+  if (typeof code !== 'string' || !code.startsWith('WS_ERR_')) return undefined
+  if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return CloseCode.tooLarge
+  return code === 'WS_ERR_INVALID_UTF8' ? 1007 : 1002
 }
 
 /** A drain closes one batch per slice of this length (fewer slices when there are fewer sockets). */
