@@ -6,7 +6,8 @@ import './types.js'
 export default fp(async (app) => {
   const metrics = createMetrics({ defaults: true })
   app.decorate('metrics', metrics)
-  app.get('/metrics', async (_request, reply) => {
+  // Scraped every few seconds: not logged, and not an API (hidden from OpenAPI).
+  app.get('/metrics', { logLevel: 'warn', schema: { hide: true } }, async (_request, reply) => {
     reply.type(metrics.registry.contentType)
     return await metrics.registry.metrics()
   })
