@@ -21,6 +21,14 @@ export interface RedisBusOptions {
 const SUBSCRIBE_BATCH = 1000
 
 /**
+ * A (un)subscribe that failed because the connection is going away needs nothing: the next connection
+ * subscribes to the topics held then. An answer from Redis itself (say, NOPERM) is a real failure.
+ */
+function rethrowRedisReply (error: unknown): void {
+  if (error instanceof Error && error.name === 'ReplyError') throw error
+}
+
+/**
  * The cluster bus on Redis pub/sub (Centrifuge's broker_redis, socket.io's redis-adapter): one channel
  * per topic under the prefix, a publishing and a subscribing connection, the topics it holds
  * resubscribed by itself after every reconnect. It owns its listeners, not the connections.
@@ -85,13 +93,14 @@ export class RedisBus implements Bus {
     this.#topics.add(topic)
     // Not connected: the resubscription on the next 'ready' includes it.
     if (this.#closed || this.#subscriber.status !== 'ready') return
-    await this.#subscriber.subscribe(this.#prefix + topic)
+    await this.#subscriber.subscribe(this.#prefix + topic).catch(rethrowRedisReply)
   }
 
   async unsubscribe (topic: string): Promise<void> {
     if (!this.#topics.delete(topic)) return
+    // Not connected: the subscription went with the connection, and the next one will not include it.
     if (this.#closed || this.#subscriber.status !== 'ready') return
-    await this.#subscriber.unsubscribe(this.#prefix + topic)
+    await this.#subscriber.unsubscribe(this.#prefix + topic).catch(rethrowRedisReply)
   }
 
   onPacket (handler: PacketHandler): void {

@@ -135,17 +135,18 @@ export class ClientEvents {
   }
 
   private async typing (connection: Connection, frame: TypingFrame): Promise<void> {
-    const chat = await this.chatLog.scopeOf(this.chatUuid(connection))
     const { attributes } = connection
-    const event = {
-      kind: 'typing' as const,
-      chat,
-      user: connection.user,
-      senderRole: attributes.role,
-      senderKey: attributes.userKey,
-      stopped: frame.data.stopped
-    }
     try {
+      // With Redis the chat scope lives there too: a Redis outage is `unavailable`, like the publish.
+      const chat = await this.chatLog.scopeOf(this.chatUuid(connection))
+      const event = {
+        kind: 'typing' as const,
+        chat,
+        user: connection.user,
+        senderRole: attributes.role,
+        senderKey: attributes.userKey,
+        stopped: frame.data.stopped
+      }
       await this.publisher.publish(frame.data.text === undefined ? event : { ...event, text: frame.data.text }, 'update_typing')
     } catch (error) {
       if (!(error instanceof BusUnavailableError)) throw error

@@ -80,6 +80,11 @@ return departed`)
 
 const REASSERT_BATCH = 1000
 
+/** The set of a user's socket ids in a chat, over every node. */
+export function roomKey (prefix: string, chatUuid: string, userKey: string): string {
+  return `${prefix}presence:room:${encodeURIComponent(chatUuid)}:${encodeURIComponent(userKey)}`
+}
+
 /**
  * Presence over every node. Keys under `<prefix>presence:`: `room:<chat>:<userKey>` (a set of socket
  * ids), `consoles` (hash of console sessions), `nodes` (known node ids), `node:<id>` (heartbeat with a
@@ -91,7 +96,8 @@ export class RedisPresence implements Presence {
   readonly #nodeId: string
   readonly #ttlMs: number
   readonly #log: RedisLogger
-  readonly #keys: { nodes: string, nodePrefix: string, node: string, sockets: string, consoles: string, rooms: string }
+  readonly #prefix: string
+  readonly #keys: { nodes: string, nodePrefix: string, node: string, sockets: string, consoles: string }
   readonly #local = new Map<string, LocalHolding>()
   readonly #timer: NodeJS.Timeout
   readonly #detach: () => void
@@ -104,14 +110,14 @@ export class RedisPresence implements Presence {
     this.#nodeId = options.nodeId
     this.#ttlMs = options.ttlMs
     this.#log = options.log
+    this.#prefix = options.prefix
     const base = `${options.prefix}presence:`
     this.#keys = {
       nodes: `${base}nodes`,
       nodePrefix: `${base}node:`,
       node: `${base}node:${options.nodeId}`,
       sockets: `${base}node:${options.nodeId}:sockets`,
-      consoles: `${base}consoles`,
-      rooms: `${base}room:`
+      consoles: `${base}consoles`
     }
     this.#timer = setInterval(() => { this.tick().catch(() => {}) }, options.heartbeatMs)
     this.#timer.unref()
@@ -234,7 +240,7 @@ export class RedisPresence implements Presence {
   }
 
   #roomKey (chatUuid: string, userKey: string): string {
-    return `${this.#keys.rooms}${encodeURIComponent(chatUuid)}:${encodeURIComponent(userKey)}`
+    return roomKey(this.#prefix, chatUuid, userKey)
   }
 
   async #command<T> (what: string, run: () => Promise<T>): Promise<T> {

@@ -28,6 +28,9 @@ export interface PrivateRedis {
   kill: () => Promise<void>
   /** Starts it again on the same port (empty: it keeps nothing). */
   restart: () => Promise<void>
+  /** SIGSTOP: connections stay open and nothing answers (a hung Redis); `resume` sends SIGCONT. */
+  pause: () => void
+  resume: () => void
   running: () => boolean
 }
 
@@ -105,6 +108,8 @@ export async function startRedis (t: Tap): Promise<PrivateRedis> {
       await kill()
       await launch()
     },
+    pause: () => { child?.kill('SIGSTOP') },
+    resume: () => { child?.kill('SIGCONT') },
     running: () => child !== undefined && child.exitCode === null && child.signalCode === null
   }
 }
