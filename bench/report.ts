@@ -1,0 +1,120 @@
+import type { CaseResult } from './bench.js'
+import { SYSTEM_LABEL, type ScenarioName } from './scenarios.js'
+
+/** Markdown tables of a run, and the relay's ratios to its peers checked against the issue's targets. */
+
+const fixed = (value: number | undefined, digits: number): string =>
+  value === undefined || Number.isNaN(value) ? '–' : value.toFixed(digits)
+const thousands = (value: number): string => Math.round(value).toLocaleString('en-US')
+
+const HEADER = '| system | nodes | clients | deliveries | deliveries/s | server CPU µs/delivery | Redis CPU µs/delivery | ' +
+  'p50 ms | p99 ms | max ms | lost | bytes/idle conn | driver CPU s |\n' +
+  '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
+
+function row (result: CaseResult): string {
+  const label = SYSTEM_LABEL[result.system]
+  if (result.error !== undefined) return `| ${label} | ${result.nodes} | ${thousands(result.clients)} | not run: ${result.error} |||||||||||`
+  const idle = result.bytesPerConnection !== undefined
+  const closes = Object.entries(result.closes).map(([code, count]) => `${count}×${code}`).join(' ')
+  const lost = `${result.lost}${result.extra > 0 ? ` (+${result.extra} unexpected)` : ''}${closes === '' ? '' : ` (closed ${closes})`}`
+  return [
+    label,
+    result.nodes,
+    thousands(result.clients),
+    idle ? '–' : thousands(result.received),
+    idle ? '–' : thousands(result.deliveriesPerSecond),
+    idle ? '–' : fixed(result.cpuMicrosPerDelivery, 2),
+    fixed(result.redisMicrosPerDelivery, 2),
+    fixed(result.latency.p50, 2),
+    fixed(result.latency.p99, 2),
+    fixed(result.latency.max, 1),
+    idle ? '–' : lost,
+    idle ? thousands(result.bytesPerConnection ?? 0) : '–',
+    idle ? '–' : fixed(result.driverCpuSeconds, 1)
+  ].reduce<string>((line, cell) => `${line} ${String(cell)} |`, '|')
+}
+
+type Check = (relay: CaseResult, peer: CaseResult) => string | undefined
+
+function verdict (ok: boolean, missedBy: string): string {
+  return ok ? 'met' : `**missed** by ${missedBy}`
+}
+
+function ratioCheck (field: 'cpuMicrosPerDelivery' | 'deliveriesPerSecond' | 'bytesPerConnection', bound: number, atMost: boolean): Check {
+  return (relay, peer) => {
+    const ratio = (relay[field] ?? Number.NaN) / (peer[field] ?? Number.NaN)
+    if (!Number.isFinite(ratio)) return undefined
+    const ok = atMost ? ratio <= bound : ratio >= bound
+    const target = `${atMost ? '≤' : '≥'} ${bound}×`
+    return `${ratio.toFixed(2)}× (target ${target}: ${verdict(ok, `${(Math.abs(ratio / bound - 1) * 100).toFixed(0)}%`)})`
+  }
+}
+
+const p99AtMostPeer: Check = (relay, peer) => {
+  const ok = relay.latency.p99 <= peer.latency.p99
+  return `${fixed(relay.latency.p99, 2)} vs ${fixed(peer.latency.p99, 2)} ms (target ≤: ${verdict(ok, `${fixed(relay.latency.p99 - peer.latency.p99, 2)} ms`)})`
+}
+const p99WithinTwoMs: Check = (relay, peer) => {
+  const gap = relay.latency.p99 - peer.latency.p99
+  return `${gap >= 0 ? '+' : ''}${fixed(gap, 2)} ms (target ≤ +2 ms: ${verdict(gap <= 2, `${fixed(gap - 2, 2)} ms`)})`
+}
+
+/** What is compared in each scenario: [what, check against Socket.IO, check against raw ws]. */
+const CHECKS: Record<ScenarioName, Array<[string, Check | undefined, Check | undefined]>> = {
+  a: [['server CPU per delivery', ratioCheck('cpuMicrosPerDelivery', 0.5, true), ratioCheck('cpuMicrosPerDelivery', 1.25, true)],
+    ['deliveries/s', ratioCheck('deliveriesPerSecond', 1, false), ratioCheck('deliveriesPerSecond', 0.9, false)]],
+  b: [['server CPU per delivery', ratioCheck('cpuMicrosPerDelivery', 0.5, true), ratioCheck('cpuMicrosPerDelivery', 1.25, true)],
+    ['deliveries/s', ratioCheck('deliveriesPerSecond', 1, false), ratioCheck('deliveriesPerSecond', 0.9, false)]],
+  c: [['p99 latency', p99AtMostPeer, p99WithinTwoMs]],
+  d: [['bytes per idle connection', undefined, ratioCheck('bytesPerConnection', 1.25, true)]],
+  e: [['server CPU per delivery (no target)', plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery')],
+    ['deliveries/s (no target)', plainRatio('deliveriesPerSecond'), plainRatio('deliveriesPerSecond')]]
+}
+
+function plainRatio (field: 'cpuMicrosPerDelivery' | 'deliveriesPerSecond'): Check {
+  return (relay, peer) => {
+    const ratio = relay[field] / peer[field]
+    return Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : undefined
+  }
+}
+
+function comparisons (results: CaseResult[], name: ScenarioName): string[] {
+  const ok = (system: string): CaseResult | undefined =>
+    results.find((result) => result.system === system && result.error === undefined)
+  const relay = ok('relay')
+  if (relay === undefined) return []
+  const lines: string[] = []
+  for (const [what, versusSocketIo, versusWs] of CHECKS[name]) {
+    const parts: string[] = []
+    const socketIo = ok('socketio')
+    const ws = ok('ws')
+    const first = socketIo === undefined ? undefined : versusSocketIo?.(relay, socketIo)
+    const second = ws === undefined ? undefined : versusWs?.(relay, ws)
+    if (first !== undefined) parts.push(`relay / Socket.IO ${first}`)
+    if (second !== undefined) parts.push(`relay / raw ws ${second}`)
+    if (parts.length > 0) lines.push(`- ${what}: ${parts.join('; ')}`)
+  }
+  return lines
+}
+
+export function markdown (results: CaseResult[]): string {
+  const sections: string[] = []
+  const names = [...new Set(results.map((result) => result.scenario))]
+  for (const name of names) {
+    const rows = results.filter((result) => result.scenario === name)
+    const final = rows.filter((result, index) => !rows.slice(index + 1).some((later) => later.system === result.system))
+    const title = (final.find((result) => result.system === 'relay') ?? final[0] as CaseResult).title
+    const notes: string[] = []
+    if (rows.length > final.length) {
+      const tried = rows.filter((result) => !final.includes(result)).map((result) => `${result.rate ?? '?'}/s`)
+      notes.push(`- raw ws queued at ${tried.join(', ')} (p99 over half the interval): rate lowered to ${final[0]?.rate ?? '?'}/s`)
+    }
+    const lost = final.filter((result) => result.error === undefined && result.bytesPerConnection === undefined)
+    if (lost.length > 0) {
+      const total = lost.reduce((sum, result) => sum + result.lost + result.extra, 0)
+      notes.push(`- lost: ${total === 0 ? 'none (target 0: met)' : `**${total} frames missing or unexpected** (target 0: missed)`}`)
+    }
+    sections.push([`### ${title}`, '', HEADER, ...final.map(row), '', ...comparisons(final, name), ...notes].join('\n'))
+  }
+  return sections.join('\n\n')
+}

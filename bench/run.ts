@@ -1,0 +1,73 @@
+import { writeFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { runBench } from './bench.js'
+import { loadAverage, machine, openFileLimits } from './proc.js'
+import { markdown } from './report.js'
+import { DEFAULT_OPTIONS, type BenchOptions, type ScenarioName, type SystemName } from './scenarios.js'
+
+/**
+ * `npm run bench [-- --flag value ...]`: every scenario and system in one invocation, tables on stdout
+ * (markdown), progress on stderr. `--out FILE` also writes the tables, `--json FILE` the raw results.
+ */
+const numeric = ['fanout-clients', 'fanout-messages', 'rate-clients', 'rate', 'rate-seconds', 'idle-clients', 'mix-chats',
+  'mix-consoles', 'mix-messages', 'mix-nodes', 'inflight', 'sample-every', 'connect-concurrency', 'connect-phases', 'drain-idle-ms', 'idle-settle-ms'] as const
+
+const { values } = parseArgs({
+  options: {
+    scenarios: { type: 'string' },
+    systems: { type: 'string' },
+    'no-find-rate': { type: 'boolean' },
+    out: { type: 'string' },
+    json: { type: 'string' },
+    help: { type: 'boolean' },
+    ...Object.fromEntries(numeric.map((name) => [name, { type: 'string' as const }]))
+  }
+})
+
+const camel = (name: string): string => name.replace(/-(\w)/g, (_, letter: string) => letter.toUpperCase())
+
+if (values.help === true) {
+  const defaults = numeric.map((name) => `  --${name} ${String(DEFAULT_OPTIONS[camel(name) as keyof BenchOptions])}`)
+  process.stdout.write(`npm run bench -- [--scenarios a,b,c,d,e] [--systems relay,socketio,ws] [--no-find-rate] [--out FILE.md] [--json FILE]\n${defaults.join('\n')}\n`)
+  process.exit(0)
+}
+
+const options: BenchOptions = { ...DEFAULT_OPTIONS }
+for (const name of numeric) {
+  const raw = (values as Record<string, string | boolean | undefined>)[name]
+  if (typeof raw !== 'string') continue
+  const value = Number(raw)
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number`)
+  Object.assign(options, { [camel(name)]: value })
+}
+if (typeof values.scenarios === 'string') options.scenarios = values.scenarios.split(',') as ScenarioName[]
+if (typeof values.systems === 'string') options.systems = values.systems.split(',') as SystemName[]
+if (values['no-find-rate'] === true) options.findRate = false
+
+// Each server and driver holds one descriptor per socket (children inherit this limit; Node raises the
+// soft limit to the hard one at start).
+const largest = Math.max(
+  options.scenarios.includes('d') ? options.idleClients : 0,
+  options.scenarios.includes('c') ? options.rateClients : 0,
+  options.fanoutClients,
+  options.mixChats * 2 + options.mixConsoles
+)
+const limits = openFileLimits()
+if (limits.hard < largest + 200) {
+  process.stderr.write(`bench: ${largest} sockets per process need \`ulimit -n\` ≥ ${largest + 200}; the hard limit here is ${limits.hard}\n`)
+  process.exit(1)
+}
+
+const started = Date.now()
+const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`
+const header = [
+  `Machine: ${machine()}; open files: soft ${limits.soft}, hard ${limits.hard}.`,
+  `Command: \`${command}\`; started ${new Date(started).toISOString()}, load average at start ${loadAverage()}.`
+]
+process.stderr.write(`${header.join('\n')}\n`)
+const results = await runBench(options, (line) => process.stderr.write(`${line}\n`))
+const minutes = ((Date.now() - started) / 60_000).toFixed(1)
+const report = [...header, `Finished in ${minutes} min, load average at end ${loadAverage()}.`, '', markdown(results), ''].join('\n')
+process.stdout.write(report)
+if (typeof values.out === 'string') writeFileSync(values.out, report)
+if (typeof values.json === 'string') writeFileSync(values.json, `${JSON.stringify({ options, results }, null, 2)}\n`)

@@ -1,0 +1,109 @@
+import type { PostPlan, WorkloadSpec } from './messages.js'
+
+export type SystemName = 'relay' | 'socketio' | 'ws'
+export type ScenarioName = 'a' | 'b' | 'c' | 'd' | 'e'
+
+export const SYSTEM_LABEL: Record<SystemName, string> = {
+  relay: 'relay',
+  socketio: 'Socket.IO 4 + redis-adapter',
+  ws: 'raw ws'
+}
+
+/** Every size is a flag of `npm run bench` (see bench/run.ts); these are the issue's defaults. */
+export interface BenchOptions {
+  scenarios: ScenarioName[]
+  systems: SystemName[]
+  fanoutClients: number
+  fanoutMessages: number
+  rateClients: number
+  /** Messages per second in (c); halved until raw ws keeps p99 under half the interval, if findRate. */
+  rate: number
+  rateSeconds: number
+  findRate: boolean
+  idleClients: number
+  mixChats: number
+  mixConsoles: number
+  mixMessages: number
+  /** Nodes in (e): 1 in the issue's scenario; the smoke test runs it on 2. */
+  mixNodes: number
+  /** POSTs in flight in the as-fast-as-possible scenarios. */
+  inflight: number
+  /** One client in `sampleEvery` times POST → receive; the rest only count. */
+  sampleEvery: number
+  connectConcurrency: number
+  /** Connection rounds, alternating prober and counter, so samplers sit all along the fan-out order. */
+  connectPhases: number
+  /** A drain ends this long after the last delivery if something is still missing. */
+  drainIdleMs: number
+  /** Wait before reading the RSS of idle connections. */
+  idleSettleMs: number
+  /** Run the driver inside this process (the smoke test in `npm test`), not as child processes. */
+  driverInProcess?: boolean
+  /** Build the relay nodes inside this process (the smoke test), not from the compiled server.js. */
+  relayInProcess?: boolean
+}
+
+export const DEFAULT_OPTIONS: BenchOptions = {
+  scenarios: ['a', 'b', 'c', 'd', 'e'],
+  systems: ['relay', 'socketio', 'ws'],
+  fanoutClients: 1000,
+  fanoutMessages: 2000,
+  rateClients: 5000,
+  rate: 20,
+  rateSeconds: 10,
+  findRate: true,
+  idleClients: 10_000,
+  mixChats: 500,
+  mixConsoles: 200,
+  mixMessages: 4000,
+  mixNodes: 1,
+  inflight: 8,
+  sampleEvery: 20,
+  connectConcurrency: 50,
+  connectPhases: 10,
+  drainIdleMs: 3000,
+  idleSettleMs: 3000
+}
+
+export interface Scenario {
+  name: ScenarioName
+  title: string
+  nodes: number
+  workload: WorkloadSpec
+  /** Absent: idle connections, memory only. */
+  plan?: PostPlan
+}
+
+export function scenario (name: ScenarioName, options: BenchOptions, rate = options.rate): Scenario {
+  const burst: PostPlan = { kind: 'burst', inflight: options.inflight }
+  const fanout: WorkloadSpec = { kind: 'fanout', clients: options.fanoutClients, messages: options.fanoutMessages }
+  switch (name) {
+    case 'a':
+      return { name, title: `(a) ${options.fanoutClients} clients, ${options.fanoutMessages} messages as fast as possible, 1 node`, nodes: 1, workload: fanout, plan: burst }
+    case 'b':
+      return { name, title: `(b) ${options.fanoutClients} clients, ${options.fanoutMessages} messages as fast as possible, 2 nodes through one Redis`, nodes: 2, workload: fanout, plan: burst }
+    case 'c':
+      return {
+        name,
+        title: `(c) ${options.rateClients} clients, ${rate} messages/s for ${options.rateSeconds} s, 1 node`,
+        nodes: 1,
+        workload: { kind: 'fanout', clients: options.rateClients, messages: Math.max(1, Math.round(rate * options.rateSeconds)) },
+        plan: { kind: 'rate', perSecond: rate }
+      }
+    case 'd':
+      return { name, title: `(d) ${options.idleClients} idle clients, 1 node`, nodes: 1, workload: { kind: 'fanout', clients: options.idleClients, messages: 0 } }
+    case 'e':
+      return {
+        name,
+        title: `(e) routing mix: ${options.mixChats} chats × (customer + operator), ${options.mixConsoles} consoles with sources, ` +
+          `${options.mixMessages} messages of all four types, ${options.mixNodes} node${options.mixNodes > 1 ? 's through one Redis' : ''}`,
+        nodes: options.mixNodes,
+        workload: { kind: 'mix', chats: options.mixChats, consoles: options.mixConsoles, messages: options.mixMessages },
+        plan: burst
+      }
+  }
+}
+
+export function clientCount (workload: WorkloadSpec): number {
+  return workload.kind === 'fanout' ? workload.clients : workload.chats * 2 + workload.consoles
+}

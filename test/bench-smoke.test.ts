@@ -1,0 +1,47 @@
+import { spawnSync } from 'node:child_process'
+import t from 'tap'
+import { runBench } from '../bench/bench.js'
+import { DEFAULT_OPTIONS, type BenchOptions, type ScenarioName, type SystemName } from '../bench/scenarios.js'
+
+/**
+ * `npm run bench` in miniature, so the harness cannot rot: every system under test, a few clients and a
+ * few messages, through the same servers, driver and client code. Correctness only (every frame arrives,
+ * none where it should not), never speed. The systems run side by side to keep this quick.
+ */
+const hasRedis = spawnSync('redis-server', ['--version']).status === 0
+
+const tiny: BenchOptions = {
+  ...DEFAULT_OPTIONS,
+  // The routing mix (every message type, every kind of client), on two nodes through Redis when it can.
+  scenarios: ['e'],
+  mixNodes: hasRedis ? 2 : 1,
+  fanoutClients: 6,
+  fanoutMessages: 5,
+  mixChats: 3,
+  mixConsoles: 8,
+  mixMessages: 20,
+  inflight: 2,
+  sampleEvery: 3,
+  connectPhases: 2,
+  drainIdleMs: 2000,
+  // TypeScript starts slowly under the test runner: the driver and the relay run in this process; the
+  // peers' servers are still child processes.
+  driverInProcess: true,
+  relayInProcess: true
+}
+
+const systems: SystemName[] = ['relay', 'socketio', 'ws']
+
+t.test('a tiny benchmark loses nothing on any system', async (t) => {
+  const runs = await Promise.all(systems.map(async (system) => await runBench({ ...tiny, systems: [system] })))
+  for (const result of runs.flat()) {
+    const name = `${result.system} in (${result.scenario as ScenarioName}) on ${result.nodes} node(s)`
+    t.equal(result.error, undefined, `${name} ran${result.error === undefined ? '' : `: ${result.error}`}`)
+    t.ok(result.expected > 0, `${name} expected deliveries`)
+    t.equal(result.received, result.expected, `${name} delivered every frame`)
+    t.equal(result.lost, 0, `${name} lost nothing`)
+    t.equal(result.extra, 0, `${name} delivered nothing unexpected`)
+    t.ok(result.latency.count > 0, `${name} timed its sampling clients`)
+  }
+  if (!hasRedis) t.comment('redis-server not found: ran on one node only')
+})
