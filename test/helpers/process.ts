@@ -93,7 +93,7 @@ export class RelayProcess {
   }
 
   /** Resolves with the first pino line whose `msg` equals `message`. */
-  async waitForLog (message: string, ms = 10_000): Promise<string> {
+  async waitForLog (message: string, ms = 30_000): Promise<string> {
     return await this.waitForLine((line) => line.includes(`"msg":${JSON.stringify(message)}`), ms, `log "${message}"`)
   }
 
