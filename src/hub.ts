@@ -96,7 +96,7 @@ export class Hub {
     return topics
   }
 
-  /** Topics this node needs now (the Redis bus resubscribes to these after a reconnect). */
+  /** Topics this node needs now: what its sockets can receive (the bus holds the same set). */
   topics (): string[] {
     return [...this.#topicRefs.keys()]
   }

@@ -1,32 +1,44 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm, symlink, writeFile, access } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import ts from 'typescript'
 import type { Tap } from './relay.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const SOURCES = ['app.ts', 'server.ts', 'src', 'plugins', 'routes']
+
+async function typescriptFiles (path: string): Promise<string[]> {
+  if (path.endsWith('.ts')) return path.endsWith('.d.ts') ? [] : [path]
+  const entries = await readdir(path, { withFileTypes: true })
+  const nested = await Promise.all(entries.map(async (entry) => {
+    const child = join(path, entry.name)
+    return entry.isDirectory() || entry.name.endsWith('.ts') ? await typescriptFiles(child) : []
+  }))
+  return nested.flat()
+}
 
 /**
- * Compiles the relay (tsconfig.build.json) into a private temporary directory, so a test can run the
- * real server as a child process without racing anybody's `npm run build` into dist/.
+ * The relay's server as JavaScript in a private temporary directory, so a test can run the real server
+ * as a child process without racing anybody's `npm run build` into dist/. Each file is transpiled on its
+ * own (types are `npm run typecheck`'s business), which takes milliseconds where a full tsc build takes
+ * seconds.
  */
 export async function buildRelay (t: Tap): Promise<string> {
   const outDir = await mkdtemp(join(tmpdir(), 'relay-build-'))
   t.teardown(async () => await rm(outDir, { recursive: true, force: true }))
-  const tsc = spawn(process.execPath, [
-    join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', outDir, '--sourceMap', 'false'
-  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  tsc.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  tsc.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  const code = await new Promise<number | null>((resolve) => tsc.once('exit', resolve))
-  const server = join(outDir, 'server.js')
-  // tsc emits despite type errors elsewhere (say, in bench/ while someone edits it); `npm run typecheck` judges those.
-  if (code !== 0 && !await access(server).then(() => true, () => false)) throw new Error(`build failed (${String(code)}):\n${output}`)
+  const files = (await Promise.all(SOURCES.map(async (source) => await typescriptFiles(join(ROOT, source))))).flat()
+  const compilerOptions = { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, esModuleInterop: true }
+  await Promise.all(files.map(async (file) => {
+    const output = ts.transpileModule(await readFile(file, 'utf8'), { compilerOptions, fileName: file })
+    const target = join(outDir, relative(ROOT, file)).replace(/\.ts$/, '.js')
+    await mkdir(dirname(target), { recursive: true })
+    await writeFile(target, output.outputText)
+  }))
   await writeFile(join(outDir, 'package.json'), JSON.stringify({ type: 'module' }))
   await symlink(join(ROOT, 'node_modules'), join(outDir, 'node_modules'), 'dir')
-  return server
+  return join(outDir, 'server.js')
 }
 
 /** `node <build>/server.js` with the given environment; SIGKILLed in teardown if still running. */
