@@ -30,7 +30,14 @@ function redisBackend (app: FastifyInstance, url: string): Backend {
   log.info({ nodeId, prefix: config.REDIS_PREFIX }, 'redis bus: connecting in the background')
   return {
     // Settle one retry interval (plus a margin) after a reconnect: every node has resubscribed by then.
-    bus: new RedisBus({ publisher, subscriber, prefix: config.REDIS_PREFIX, settleMs: config.REDIS_RETRY_MAX_MS + 500, log }),
+    bus: new RedisBus({
+      publisher,
+      subscriber,
+      prefix: config.REDIS_PREFIX,
+      settleMs: config.REDIS_RETRY_MAX_MS + 500,
+      pingIntervalMs: config.PRESENCE_HEARTBEAT_MS,
+      log
+    }),
     presence: new RedisPresence({
       client: publisher,
       prefix: config.REDIS_PREFIX,

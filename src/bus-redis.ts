@@ -15,6 +15,8 @@ export interface RedisBusOptions {
    * event published before the other nodes resubscribed would be acknowledged and lost for them.
    */
   settleMs: number
+  /** How often the idle subscriber connection is pinged, so a silent one is found and replaced. */
+  pingIntervalMs: number
   log: RedisLogger
 }
 
@@ -52,6 +54,7 @@ export class RedisBus implements Bus {
   #generation = 0
   #connectedOnce = false
   #settleTimer: NodeJS.Timeout | undefined
+  readonly #pingTimer: NodeJS.Timeout
   #closed = false
   readonly #reportedErrors = new Set<string>()
 
@@ -74,6 +77,11 @@ export class RedisBus implements Bus {
     )
     if (subscriber.status === 'ready') this.#resubscribe()
     this.#update()
+    // A subscriber only listens: without a command now and then, nothing would notice it went silent.
+    this.#pingTimer = setInterval(() => {
+      if (subscriber.status === 'ready') subscriber.ping().catch(() => {})
+    }, options.pingIntervalMs)
+    this.#pingTimer.unref()
   }
 
   isReady (): boolean {
@@ -121,6 +129,7 @@ export class RedisBus implements Bus {
     if (this.#closed) return
     this.#closed = true
     clearTimeout(this.#settleTimer)
+    clearInterval(this.#pingTimer)
     this.#state = 'down'
     const channels = [...this.#topics].map((topic) => this.#prefix + topic)
     this.#topics.clear()

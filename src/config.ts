@@ -14,7 +14,7 @@ export const EnvSchema = Type.Object({
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   REDIS_PREFIX: Type.String({ default: 'relay:' }),
   REDIS_RETRY_MAX_MS: Type.Integer({ minimum: 10, default: 1000, description: 'longest wait between Redis reconnect attempts' }),
-  PRESENCE_HEARTBEAT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'how often a node renews its presence heartbeat and sweeps dead nodes' }),
+  PRESENCE_HEARTBEAT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'how often a node renews its presence heartbeat, sweeps dead nodes and pings its Redis subscriber' }),
   PRESENCE_TTL_MS: Type.Integer({ minimum: 20, default: 15000, description: 'a node silent this long is dead: its sessions leave presence' }),
   WEBHOOK_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   WEBHOOK_TOKEN: Type.Optional(Type.String()),

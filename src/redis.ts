@@ -12,7 +12,7 @@ export interface RedisClientOptions {
   role: string
   /** Longest wait between reconnect attempts. */
   retryMaxMs: number
-  /** A command without an answer this long fails (a half-open connection must not hang callers). */
+  /** A command without an answer this long fails and drops the connection (it must not hang callers). */
   commandTimeoutMs: number
 }
 
@@ -32,6 +32,9 @@ export function createRedisClient (url: string, options: RedisClientOptions): Re
     // The bus resubscribes itself, so it knows when every topic is back.
     autoResubscribe: false,
     commandTimeout: options.commandTimeoutMs,
+    // A Redis that stops answering (hung, or a half-open connection) is dropped and reconnected: the
+    // bus turns 'down' and /ready says so, instead of every publish waiting out its timeout.
+    socketTimeout: options.commandTimeoutMs,
     keepAlive: 10_000,
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), options.retryMaxMs)
   })

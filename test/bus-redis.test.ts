@@ -47,8 +47,8 @@ async function nextPacket (bus: RedisBus, topic: string, ms = 3000): Promise<str
 t.test('publishes reach subscribers of the topic under the prefix, and only them', async (t) => {
   const redis = await startRedis(t)
   const prefix = redis.prefix()
-  const bus = new RedisBus({ ...clients(t, redis), prefix, settleMs: 0, log: silent })
-  const otherPrefix = new RedisBus({ ...clients(t, redis), prefix: redis.prefix(), settleMs: 0, log: silent })
+  const bus = new RedisBus({ ...clients(t, redis), prefix, settleMs: 0, pingIntervalMs: 200, log: silent })
+  const otherPrefix = new RedisBus({ ...clients(t, redis), prefix: redis.prefix(), settleMs: 0, pingIntervalMs: 200, log: silent })
   t.teardown(async () => { await bus.close(); await otherPrefix.close() })
   await Promise.all([reaches(bus, 'ready'), reaches(otherPrefix, 'ready')])
   await bus.subscribe('chat:a')
@@ -64,7 +64,7 @@ t.test('publishes reach subscribers of the topic under the prefix, and only them
 
 t.test('with Redis down a publish fails at once with BusUnavailableError, and the state says down', async (t) => {
   const redis = await startRedis(t)
-  const bus = new RedisBus({ ...clients(t, redis), prefix: redis.prefix(), settleMs: 0, log: silent })
+  const bus = new RedisBus({ ...clients(t, redis), prefix: redis.prefix(), settleMs: 0, pingIntervalMs: 200, log: silent })
   t.teardown(async () => await bus.close())
   await reaches(bus, 'ready')
   const down = reaches(bus, 'down')
@@ -76,10 +76,29 @@ t.test('with Redis down a publish fails at once with BusUnavailableError, and th
   t.ok(Date.now() - started < 100, 'no waiting for a Redis that is not there')
 })
 
+t.test('a Redis that stops answering is noticed by the idle subscriber too, and the bus comes back when it answers', async (t) => {
+  const redis = await startRedis(t)
+  const prefix = redis.prefix()
+  const bus = new RedisBus({ ...clients(t, redis), prefix, settleMs: 0, pingIntervalMs: 200, log: silent })
+  t.teardown(async () => await bus.close())
+  await reaches(bus, 'ready')
+  await bus.subscribe('chat:a')
+  redis.pause()
+  t.teardown(() => redis.resume())
+  // Nothing is published: only the subscriber's ping can find out (ping interval + command timeout).
+  await reaches(bus, 'down', 3000)
+  t.notOk(bus.isReady(), 'down while Redis is silent')
+  redis.resume()
+  await reaches(bus, 'ready', 5000)
+  const arrived = nextPacket(bus, 'chat:a')
+  await bus.publish('chat:a', Buffer.from('again'))
+  t.equal(await arrived, 'again', 'resubscribed on the new connection')
+})
+
 t.test('after a Redis restart it resubscribes every topic it holds by itself, and not the ones it let go', async (t) => {
   const redis = await startRedis(t)
   const prefix = redis.prefix()
-  const bus = new RedisBus({ ...clients(t, redis), prefix, settleMs: 50, log: silent })
+  const bus = new RedisBus({ ...clients(t, redis), prefix, settleMs: 50, pingIntervalMs: 200, log: silent })
   t.teardown(async () => await bus.close())
   await reaches(bus, 'ready')
   await bus.subscribe('chat:kept')
@@ -108,7 +127,7 @@ t.test('close unsubscribes and removes exactly the listeners it added', async (t
   const count = (client: Redis): number[] => EVENTS.map((event) => client.listenerCount(event))
   const before = { publisher: count(publisher), subscriber: count(subscriber) }
   const prefix = redis.prefix()
-  const bus = new RedisBus({ publisher, subscriber, prefix, settleMs: 0, log: silent })
+  const bus = new RedisBus({ publisher, subscriber, prefix, settleMs: 0, pingIntervalMs: 200, log: silent })
   await reaches(bus, 'ready')
   await bus.subscribe('chat:a')
   t.not(count(subscriber).join(), before.subscriber.join(), 'the bus listens while open')

@@ -132,6 +132,8 @@ t.test('a Redis that stops answering: a publish is a 503 within the bound, not a
   t.equal(answer.statusCode, 503, 'a hung Redis is a 503')
   t.ok(answer.headers['retry-after'] !== undefined, 'with Retry-After')
   t.ok(took < 2000, `answered in ${took} ms (PUBLISH_TIMEOUT_MS 500)`)
+  await waitForBus(ingest, 'down', 2000)
+  t.equal(await status(ingest, '/ready'), 503, 'the silent connection was dropped: /ready is 503')
   redis.resume()
   await waitForBus(ingest, 'ready')
   t.equal((await ingest.post('/message', { message: messageOf(chat) })).statusCode, 200, '200 again once Redis answers')
