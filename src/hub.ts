@@ -1,7 +1,7 @@
 import type { Bus } from './bus.js'
 import type { Connection } from './connection.js'
 import type { Metrics } from './metrics.js'
-import { decodePacket, type Packet } from './packet.js'
+import { decodePacket, type Outbound, type Packet } from './packet.js'
 import { admits, Topic, type Audience } from './routing.js'
 
 export interface HubLogger {
@@ -134,7 +134,7 @@ export class Hub {
       this.log.error({ err: error, topic }, 'undecodable bus packet dropped')
       return
     }
-    const sent = this.deliver(packet.audience, packet.frame, topic)
+    const sent = this.deliver(packet.audience, packet, topic)
     if (sent > 0) this.metrics.framesSent.inc(sent)
     this.metrics.fanoutSeconds.observe(Math.max(0, Date.now() - packet.acceptedAt) / 1000)
   }
@@ -143,7 +143,7 @@ export class Hub {
    * Returns how many sockets the frame was written to. `topic` names the lane a 'sources' packet came
    * on (each lane reaches its own consoles); without it, every admitted console gets the frame.
    */
-  deliver (audience: Audience, frame: Buffer, topic?: string): number {
+  deliver (audience: Audience, frame: Outbound, topic?: string): number {
     switch (audience.scope) {
       case 'chat':
         return sendToAdmitted(this.#chatRooms.get(audience.chat), audience, frame)
@@ -168,11 +168,12 @@ export class Hub {
   }
 }
 
-function sendToAdmitted (candidates: Set<Connection> | undefined, audience: Audience, frame: Buffer): number {
+function sendToAdmitted (candidates: Set<Connection> | undefined, audience: Audience, outbound: Outbound): number {
   if (candidates === undefined) return 0
+  const { frame, wire } = outbound
   let sent = 0
   for (const connection of candidates) {
-    if (admits(audience, connection.attributes) && connection.send(frame)) sent += 1
+    if (admits(audience, connection.attributes) && connection.send(frame, wire)) sent += 1
   }
   return sent
 }

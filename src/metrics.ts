@@ -12,7 +12,7 @@ export function createMetrics (options: { defaults?: boolean } = {}) {
     eventsAccepted: new Counter({ name: 'relay_events_accepted_total', help: 'Events published to the bus, by route or client event', labelNames: ['source'] as const, registers }),
     eventsRejected: new Counter({ name: 'relay_events_rejected_total', help: 'Events refused because the bus was unavailable', labelNames: ['source'] as const, registers }),
     framesSent: new Counter({ name: 'relay_frames_sent_total', help: 'Frames written to sockets by fan-out (replies such as connected and error are not counted)', registers }),
-    framesDropped: new Counter({ name: 'relay_frames_dropped_total', help: 'Frames not written, by reason (slow_consumer: the socket passed MAX_BUFFERED_BYTES and was closed with 1013)', labelNames: ['reason'] as const, registers }),
+    framesDropped: new Counter({ name: 'relay_frames_dropped_total', help: 'Frames not written, by reason (slow_consumer: the socket passed MAX_BUFFERED_BYTES and was closed with 1013; closing: the socket was already closing)', labelNames: ['reason'] as const, registers }),
     slowConsumers: new Counter({ name: 'relay_slow_consumers_total', help: 'Sockets closed with 1013 because their send buffer overflowed', registers }),
     fanoutSeconds: new Histogram({
       name: 'relay_fanout_seconds',

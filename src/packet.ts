@@ -1,31 +1,84 @@
 import type { Audience, Delivery } from './routing.js'
 
 /**
- * What crosses the bus: one line of routing header (the audience) and then the frame exactly as it is
- * written to sockets. The node that accepts an event serializes the frame once; receivers only slice.
+ * What crosses the bus: one line of routing header (the audience), then the WebSocket frame exactly as
+ * it is written to sockets (RFC 6455 text frame: header and JSON payload). The node that accepts an
+ * event serializes and frames it once; receivers only slice, and every socket gets the same bytes.
  */
 const NEWLINE = 0x0a
+/** FIN + text opcode; server frames are never masked. */
+const FINAL_TEXT = 0x81
 
 export interface Packet {
   audience: Audience
   /** When the accepting node took the event (ms since epoch), for the fan-out histogram. */
   acceptedAt: number
-  /** The frame bytes, ready for the socket. */
+  /** The JSON payload of the frame. */
   frame: Buffer
+  /** The whole WebSocket frame (header + payload), ready for the socket. */
+  wire: Buffer
 }
 
-export function encodePacket (delivery: Delivery, acceptedAt: number): Buffer {
-  const header = JSON.stringify({ t: acceptedAt, a: delivery.audience })
-  return Buffer.from(`${header}\n${JSON.stringify(delivery.frame)}`)
-}
+/** A frame as the hub hands it to sockets: the JSON payload and the same frame ready for the wire. */
+export type Outbound = Pick<Packet, 'frame' | 'wire'>
 
 export class PacketError extends Error {
   override name = 'PacketError'
+}
+
+function headerLength (payloadLength: number): number {
+  return payloadLength < 126 ? 2 : payloadLength < 65536 ? 4 : 10
+}
+
+function writeHeader (target: Buffer, offset: number, payloadLength: number): void {
+  target[offset] = FINAL_TEXT
+  if (payloadLength < 126) {
+    target[offset + 1] = payloadLength
+  } else if (payloadLength < 65536) {
+    target[offset + 1] = 126
+    target.writeUInt16BE(payloadLength, offset + 2)
+  } else {
+    target[offset + 1] = 127
+    target.writeUInt32BE(Math.floor(payloadLength / 2 ** 32), offset + 2)
+    target.writeUInt32BE(payloadLength >>> 0, offset + 6)
+  }
+}
+
+/** A WebSocket text frame of `payload`, for frames sent to one socket only. */
+export function textFrame (payload: Buffer): Buffer {
+  const header = headerLength(payload.length)
+  const wire = Buffer.allocUnsafe(header + payload.length)
+  writeHeader(wire, 0, payload.length)
+  payload.copy(wire, header)
+  return wire
+}
+
+export function encodePacket (delivery: Delivery, acceptedAt: number): Buffer {
+  const routing = JSON.stringify({ t: acceptedAt, a: delivery.audience })
+  const payload = JSON.stringify(delivery.frame)
+  const routingBytes = Buffer.byteLength(routing)
+  const payloadBytes = Buffer.byteLength(payload)
+  const frameStart = routingBytes + 1
+  const payloadStart = frameStart + headerLength(payloadBytes)
+  const packet = Buffer.allocUnsafe(payloadStart + payloadBytes)
+  packet.write(routing, 0, 'utf8')
+  packet[routingBytes] = NEWLINE
+  writeHeader(packet, frameStart, payloadBytes)
+  packet.write(payload, payloadStart, 'utf8')
+  return packet
 }
 
 export function decodePacket (bytes: Buffer): Packet {
   const split = bytes.indexOf(NEWLINE)
   if (split < 0) throw new PacketError('packet without routing header')
   const header = JSON.parse(bytes.toString('utf8', 0, split)) as { t: number, a: Audience }
-  return { audience: header.a, acceptedAt: header.t, frame: bytes.subarray(split + 1) }
+  const wire = bytes.subarray(split + 1)
+  if (wire.length < 2 || wire[0] !== FINAL_TEXT) throw new PacketError('packet without a WebSocket text frame')
+  const length7 = (wire[1] as number) & 0x7f
+  const payloadStart = length7 < 126 ? 2 : length7 === 126 ? 4 : 10
+  const payloadLength = length7 < 126
+    ? length7
+    : length7 === 126 ? wire.readUInt16BE(2) : wire.readUInt32BE(2) * 2 ** 32 + wire.readUInt32BE(6)
+  if (wire.length !== payloadStart + payloadLength) throw new PacketError('frame length does not match the packet')
+  return { audience: header.a, acceptedAt: header.t, frame: wire.subarray(payloadStart), wire }
 }

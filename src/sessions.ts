@@ -1,6 +1,6 @@
 import type WebSocket from 'ws'
 import { authorize, SocketAuthError, type Principal } from './auth.js'
-import { Connection, type ConnectionLimits } from './connection.js'
+import { Connection, type ConnectionHooks, type ConnectionLimits } from './connection.js'
 import type { FrameHandler } from './frame-handler.js'
 import type { Hub } from './hub.js'
 import type { Metrics } from './metrics.js'
@@ -39,6 +39,16 @@ export class SocketSessions {
   /** Goodbyes still publishing: a drain waits for them before the bus closes. */
   readonly #goodbyes = new Set<Promise<void>>()
   readonly #pingTimer: NodeJS.Timeout
+  /** Shared by every connection: what it reports lands in metrics and logs. */
+  readonly #hooks: ConnectionHooks = {
+    dropped: (connection, reason) => {
+      this.metrics.framesDropped.inc({ reason })
+      if (reason !== 'slow_consumer') return
+      this.metrics.slowConsumers.inc()
+      const { endpoint, userId } = connection.attributes
+      this.log.warn({ endpoint, connectionId: connection.id, userId }, 'slow consumer closed')
+    }
+  }
 
   constructor (
     readonly hub: Hub,
@@ -67,6 +77,8 @@ export class SocketSessions {
       const refusal = error instanceof SocketAuthError ? error : new SocketAuthError(CloseCode.badToken, 'invalid token')
       this.metrics.socketsClosed.inc({ endpoint, code: String(refusal.closeCode) })
       this.log.info({ endpoint, code: refusal.closeCode, reason: refusal.message }, 'socket refused')
+      // A refused socket's errors (a peer gone before the close handshake) are expected: nothing to do.
+      socket.on('error', ignoreError)
       socket.close(refusal.closeCode, refusal.message)
       return undefined
     }
@@ -78,20 +90,8 @@ export class SocketSessions {
     }
     if (endpoint === 'chat' && principal.chatUuid !== undefined) attributes.chatUuid = principal.chatUuid
     if (endpoint === 'broadcast' && principal.sources !== undefined) attributes.sources = principal.sources
-    const connection = new Connection(socket, attributes, principal.user, this.options.limits, () => {
-      this.metrics.slowConsumers.inc()
-      this.metrics.framesDropped.inc({ reason: 'slow_consumer' })
-      this.log.warn({ endpoint, connectionId: connection.id, userId: attributes.userId }, 'slow consumer closed')
-    })
-    // Listeners attach synchronously, before any await, so no frame or close is missed.
-    socket.on('message', (raw) => this.frames.onMessage(connection, raw))
-    socket.on('pong', () => { connection.alive = true })
-    socket.on('error', (error) => {
-      // ws closes the socket itself on a protocol error (1009 frame too large): log the code it sent.
-      connection.closeCode ??= protocolCloseCode(error)
-      this.log.warn({ err: error, connectionId: connection.id }, 'socket error')
-    })
-    socket.once('close', (code) => this.closed(connection, code))
+    const connection = new Connection(socket, attributes, principal.user, this.options.limits, this.#hooks)
+    this.listen(connection)
 
     this.metrics.socketsOpen.inc({ endpoint, role: attributes.role })
     this.log.info({ endpoint, role: attributes.role, userId: attributes.userId, connectionId: connection.id }, 'socket open')
@@ -100,6 +100,22 @@ export class SocketSessions {
       this.log.error({ err: error, connectionId: connection.id }, 'socket registration failed')
     })
     return connection
+  }
+
+  /**
+   * Listeners attach synchronously, before any await, so no frame or close is missed. They close over
+   * the connection only (not the token's claims): a socket holds as little as it can while it is open.
+   */
+  private listen (connection: Connection): void {
+    const socket = connection.socket
+    socket.on('message', (raw) => this.frames.onMessage(connection, raw))
+    socket.on('pong', () => { connection.alive = true })
+    socket.on('error', (error) => {
+      // ws closes the socket itself on a protocol error (1009 frame too large): log the code it sent.
+      connection.closeCode ??= protocolCloseCode(error)
+      this.log.warn({ err: error, connectionId: connection.id }, 'socket error')
+    })
+    socket.once('close', (code) => this.closed(connection, code))
   }
 
   private welcome (connection: Connection, principal: Principal): void {
@@ -137,7 +153,7 @@ export class SocketSessions {
         user: principal.user,
         widgets: principal.sourcesClaim.widgets,
         departments: principal.sourcesClaim.departments,
-        connectedAt: connection.connectedAt
+        connectedAt: new Date(connection.connectedAt)
       })
       return
     }
@@ -155,7 +171,9 @@ export class SocketSessions {
     this.hub.remove(connection)
     this.metrics.socketsOpen.dec({ endpoint: attributes.endpoint, role: attributes.role })
     this.metrics.socketsClosed.inc({ endpoint: attributes.endpoint, code: String(code) })
-    this.log.info({ endpoint: attributes.endpoint, role: attributes.role, userId: attributes.userId, connectionId: connection.id, code }, 'socket closed')
+    this.log.info({
+      endpoint: attributes.endpoint, role: attributes.role, userId: attributes.userId, connectionId: connection.id, code, droppedWhileClosing: connection.droppedWhileClosing
+    }, 'socket closed')
     const goodbye: Promise<void> = this.goodbye(connection).catch((error: unknown) => {
       this.log.error({ err: error, connectionId: connection.id }, 'presence update on close failed')
     }).finally(() => this.#goodbyes.delete(goodbye))
@@ -242,6 +260,8 @@ export class SocketSessions {
     }
   }
 }
+
+function ignoreError (): void {}
 
 /** The close code ws sends when it refuses a frame (see ws's receiver errors); undefined for other errors. */
 function protocolCloseCode (error: Error): number | undefined {
