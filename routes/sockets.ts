@@ -1,4 +1,6 @@
-import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type WebSocket from 'ws'
 import type { SocketRequest } from '../src/sessions.js'
 import '../plugins/types.js'
 
@@ -15,12 +17,35 @@ function socketRequest (request: FastifyRequest): SocketRequest {
   }
 }
 
+/**
+ * @fastify/websocket leaves the upgrade's Fastify request and reply reachable for the socket's whole
+ * life: its `error` listener closes over both, and the TCP socket still holds the ServerResponse it made
+ * (with the request, its headers and URL, and a child logger). That is most of a relay connection's
+ * memory, never used after the handover, so the socket routes let them go: the response is detached
+ * from the TCP socket and the listener removed (SocketSessions attaches its own to every socket).
+ */
+const upgradeResponses = new WeakMap<FastifyRequest, ServerResponse>()
+
+function keepUpgradeResponse (request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+  upgradeResponses.set(request, reply.raw)
+  done()
+}
+
+function releaseUpgrade (socket: WebSocket, request: FastifyRequest): void {
+  const response = upgradeResponses.get(request)
+  upgradeResponses.delete(request)
+  if (response?.socket != null) response.detachSocket(response.socket)
+  socket.removeAllListeners('error')
+}
+
 /** `/chat` (one chat room) and `/broadcast` (operator console): thin doors into SocketSessions. */
 const sockets: FastifyPluginAsync = async (app) => {
-  app.get('/chat', { websocket: true }, (socket, request) => {
+  app.get('/chat', { websocket: true, onRequest: keepUpgradeResponse }, (socket, request) => {
+    releaseUpgrade(socket, request)
     app.sessions.open('chat', socket, socketRequest(request))
   })
-  app.get('/broadcast', { websocket: true }, (socket, request) => {
+  app.get('/broadcast', { websocket: true, onRequest: keepUpgradeResponse }, (socket, request) => {
+    releaseUpgrade(socket, request)
     app.sessions.open('broadcast', socket, socketRequest(request))
   })
 }
