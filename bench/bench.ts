@@ -78,7 +78,9 @@ class Bench {
     }
     const start = system === 'relay' && this.options.relayInProcess === true
       ? async () => await startRelayInProcess(env)
-      : async () => await startServer(script, this.runtime, env)
+      : async () => await startServer(script, this.runtime, env, system === 'relay' && this.options.profileDir !== undefined
+        ? ['--cpu-prof', `--cpu-prof-dir=${this.options.profileDir}`]
+        : [])
     const started = await Promise.allSettled(Array.from({ length: nodes }, start))
     const servers = started.flatMap((outcome) => outcome.status === 'fulfilled' ? [outcome.value.server] : [])
     const failure = started.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected')

@@ -52,9 +52,9 @@ export interface ServerProcess {
 }
 
 /** Starts a Node server script; resolves when GET /ready answers 200, with that answer's body. */
-export async function startServer (script: URL, runtime: Runtime, env: Record<string, string>): Promise<{ server: ServerProcess, ready: string }> {
+export async function startServer (script: URL, runtime: Runtime, env: Record<string, string>, nodeFlags: string[] = []): Promise<{ server: ServerProcess, ready: string }> {
   const port = await freePort()
-  const child = spawn(process.execPath, [...runtime.execArgv, script.pathname], {
+  const child = spawn(process.execPath, [...runtime.execArgv, ...nodeFlags, script.pathname], {
     env: { ...process.env, ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe']
   })

@@ -19,6 +19,7 @@ const { values } = parseArgs({
     'no-find-rate': { type: 'boolean' },
     out: { type: 'string' },
     json: { type: 'string' },
+    profile: { type: 'string' },
     help: { type: 'boolean' },
     ...Object.fromEntries(numeric.map((name) => [name, { type: 'string' as const }]))
   }
@@ -28,7 +29,7 @@ const camel = (name: string): string => name.replace(/-(\w)/g, (_, letter: strin
 
 if (values.help === true) {
   const defaults = numeric.map((name) => `  --${name} ${String(DEFAULT_OPTIONS[camel(name) as keyof BenchOptions])}`)
-  process.stdout.write(`npm run bench -- [--scenarios a,b,c,d,e] [--systems relay,socketio,ws] [--no-find-rate] [--out FILE.md] [--json FILE]\n${defaults.join('\n')}\n`)
+  process.stdout.write(`npm run bench -- [--scenarios a,b,c,d,e] [--systems relay,socketio,ws] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]\n${defaults.join('\n')}\n`)
   process.exit(0)
 }
 
@@ -43,6 +44,7 @@ for (const name of numeric) {
 if (typeof values.scenarios === 'string') options.scenarios = values.scenarios.split(',') as ScenarioName[]
 if (typeof values.systems === 'string') options.systems = values.systems.split(',') as SystemName[]
 if (values['no-find-rate'] === true) options.findRate = false
+if (typeof values.profile === 'string') options.profileDir = values.profile
 
 // Each server and driver holds one descriptor per socket (children inherit this limit; Node raises the
 // soft limit to the hard one at start).

@@ -39,6 +39,8 @@ export interface BenchOptions {
   idleSettleMs: number
   /** Run the driver inside this process (the smoke test in `npm test`), not as child processes. */
   driverInProcess?: boolean
+  /** Write a V8 CPU profile of every relay node into this directory (`node --cpu-prof`). */
+  profileDir?: string
   /** Build the relay nodes inside this process (the smoke test), not from the compiled server.js. */
   relayInProcess?: boolean
 }
