@@ -82,6 +82,7 @@ export default fp(async (app) => {
   app.addHook('onClose', async () => {
     await presence.close()
     await bus.close()
+    app.metrics.busUp.set(0)
     await disconnect()
   })
 }, { name: 'bus', dependencies: ['config', 'metrics'] })

@@ -127,3 +127,11 @@ t.test('/metrics is hidden from the OpenAPI document and needs no token', async 
   const openapi = (await relay.app.inject({ method: 'GET', url: '/openapi.json' })).json() as { paths: Record<string, unknown> }
   t.notOk('/metrics' in openapi.paths)
 })
+
+t.test('relay_bus_up falls to 0 once the bus is closed', async (t) => {
+  const relay = await startRelay(t)
+  t.equal(valueOf(await scrape(t, relay), 'relay_bus_up'), 1, 'up while the relay runs')
+  await relay.app.close()
+  const metric = await relay.app.metrics.registry.getSingleMetricAsString('relay_bus_up')
+  t.equal(valueOf(parsePrometheus(`${metric}\n`), 'relay_bus_up'), 0, 'down after close')
+})
