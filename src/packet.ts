@@ -71,14 +71,26 @@ export function encodePacket (delivery: Delivery, acceptedAt: number): Buffer {
 export function decodePacket (bytes: Buffer): Packet {
   const split = bytes.indexOf(NEWLINE)
   if (split < 0) throw new PacketError('packet without routing header')
-  const header = JSON.parse(bytes.toString('utf8', 0, split)) as { t: number, a: Audience }
+  let header: { t?: unknown, a?: unknown }
+  try {
+    header = JSON.parse(bytes.toString('utf8', 0, split)) as { t?: unknown, a?: unknown }
+  } catch {
+    throw new PacketError('routing header is not JSON')
+  }
+  const audience = header?.a as Audience | undefined
+  if (typeof header?.t !== 'number' || typeof audience !== 'object' || audience === null || typeof audience.scope !== 'string') {
+    throw new PacketError('routing header without acceptedAt and audience')
+  }
   const wire = bytes.subarray(split + 1)
   if (wire.length < 2 || wire[0] !== FINAL_TEXT) throw new PacketError('packet without a WebSocket text frame')
-  const length7 = (wire[1] as number) & 0x7f
+  const second = wire[1] as number
+  if ((second & 0x80) !== 0) throw new PacketError('server frames are never masked')
+  const length7 = second & 0x7f
   const payloadStart = length7 < 126 ? 2 : length7 === 126 ? 4 : 10
+  if (wire.length < payloadStart) throw new PacketError('frame length bytes missing')
   const payloadLength = length7 < 126
     ? length7
     : length7 === 126 ? wire.readUInt16BE(2) : wire.readUInt32BE(2) * 2 ** 32 + wire.readUInt32BE(6)
   if (wire.length !== payloadStart + payloadLength) throw new PacketError('frame length does not match the packet')
-  return { audience: header.a, acceptedAt: header.t, frame: wire.subarray(payloadStart), wire }
+  return { audience, acceptedAt: header.t, frame: wire.subarray(payloadStart), wire }
 }
