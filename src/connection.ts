@@ -65,6 +65,8 @@ export class Connection {
   /** The turn (see `endTurn`) of this socket's last direct write; while it is the current one, writes cork. */
   #turn = -1
   #corked = false
+  /** Bytes written while corked this turn: queued by us, not a backlog the peer failed to read. */
+  #corkedBytes = 0
   /** Frames not written because the socket was already closing (reported in its close log line). */
   droppedWhileClosing = 0
 
@@ -97,7 +99,7 @@ export class Connection {
       }
       return false
     }
-    if (socket.bufferedAmount > this.limits.maxBufferedBytes) {
+    if (socket.bufferedAmount - this.#corkedBytes > this.limits.maxBufferedBytes) {
       this.close(CloseCode.slowConsumer, 'slow consumer')
       this.hooks.dropped(this, 'slow_consumer')
       return false
@@ -113,10 +115,13 @@ export class Connection {
     }
     if (this.#turn !== turn) {
       this.#turn = turn
-    } else if (!this.#corked) {
-      this.#corked = true
-      stream.cork()
-      corked.push(this)
+    } else {
+      if (!this.#corked) {
+        this.#corked = true
+        stream.cork()
+        corked.push(this)
+      }
+      this.#corkedBytes += wire.length
     }
     stream.write(wire)
     return true
@@ -125,6 +130,7 @@ export class Connection {
   /** Lets this turn's frames go (see `corked`). */
   uncork (): void {
     this.#corked = false
+    this.#corkedBytes = 0
     this.#stream?.uncork()
   }
 
