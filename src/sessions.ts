@@ -77,8 +77,8 @@ export class SocketSessions {
       const refusal = error instanceof SocketAuthError ? error : new SocketAuthError(CloseCode.badToken, 'invalid token')
       this.metrics.socketsClosed.inc({ endpoint, code: String(refusal.closeCode) })
       this.log.info({ endpoint, code: refusal.closeCode, reason: refusal.message }, 'socket refused')
-      // A refused socket's errors (a peer gone before the close handshake) are expected: nothing to do.
-      socket.on('error', ignoreError)
+      // A refused socket's error (a peer gone before the close handshake) changes nothing: the refusal is counted.
+      socket.on('error', (error) => this.log.info({ endpoint, err: error }, 'refused socket error'))
       socket.close(refusal.closeCode, refusal.message)
       return undefined
     }
@@ -260,8 +260,6 @@ export class SocketSessions {
     }
   }
 }
-
-function ignoreError (): void {}
 
 /** The close code ws sends when it refuses a frame (see ws's receiver errors); undefined for other errors. */
 function protocolCloseCode (error: Error): number | undefined {
