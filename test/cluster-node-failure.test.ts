@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { closeAll, join, type Frame } from './helpers/client.js'
 import { eventually, FAST_REDIS_ENV, waitForBus } from './helpers/cluster.js'
-import { buildRelay, NodeProcess } from './helpers/node-process.js'
-import { freePort, startRedis } from './helpers/redis.js'
+import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
+import { startRedis } from './helpers/redis.js'
 import { API_TOKEN, customerToken, JWT_SECRET, operatorToken, startRelay, testConfig, type Relay } from './helpers/relay.js'
 import { chatOf, messageOf } from './helpers/routing-suite.js'
 
@@ -27,7 +27,7 @@ t.test('a SIGKILLed node leaves presence: its operators leave /online-users and 
   await waitForBus(survivor, 'ready')
 
   const port = await freePort()
-  const doomed = new NodeProcess(t, server, {
+  const doomed = new RelayProcess(t, server, {
     ...env, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', API_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn'
   })
   const doomedWs = `ws://127.0.0.1:${port}`

@@ -1,7 +1,7 @@
 import { request } from 'node:http'
 import t from 'tap'
 import { closeAll, connect, join, type TestClient } from './helpers/client.js'
-import { buildServer, freePort, RelayProcess } from './helpers/process.js'
+import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
 import { customerToken, JWT_SECRET, operatorToken, startRelay, type Tap } from './helpers/relay.js'
 import { chatOf, messageOf } from './helpers/routing-suite.js'
 
@@ -18,7 +18,7 @@ const closedAt = async (client: TestClient): Promise<Closed> => {
 
 async function startProcess (t: Tap): Promise<{ relay: RelayProcess, httpUrl: string, wsUrl: string }> {
   const port = await freePort()
-  const relay = new RelayProcess(server, {
+  const relay = new RelayProcess(t, server, {
     NODE_ENV: 'production',
     PORT: String(port),
     HOST: '127.0.0.1',
@@ -28,8 +28,7 @@ async function startProcess (t: Tap): Promise<{ relay: RelayProcess, httpUrl: st
     DRAIN_WINDOW_MS: String(DRAIN_WINDOW_MS),
     SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS)
   })
-  t.teardown(() => relay.kill())
-  await relay.waitForLine((line) => line.includes('Server listening at'), 10_000, 'listening')
+  await relay.waitForLine((line) => line.includes('Server listening at'), 30_000, 'listening')
   return { relay, httpUrl: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}` }
 }
 
@@ -57,7 +56,7 @@ function slowPost (url: string, path: string, body: string): { finish: () => voi
 
 let server: string
 t.before(async () => {
-  server = await buildServer(t)
+  server = await buildRelay(t)
 })
 
 t.test('SIGTERM drains: /ready 503, new sockets 1012, open sockets 1012 spread over the window, in-flight request answered, exit 0', async (t) => {
