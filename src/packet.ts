@@ -44,15 +44,6 @@ function writeHeader (target: Buffer, offset: number, payloadLength: number): vo
   }
 }
 
-/** A WebSocket text frame of `payload`, for frames sent to one socket only. */
-export function textFrame (payload: Buffer): Buffer {
-  const header = headerLength(payload.length)
-  const wire = Buffer.allocUnsafe(header + payload.length)
-  writeHeader(wire, 0, payload.length)
-  payload.copy(wire, header)
-  return wire
-}
-
 export function encodePacket (delivery: Delivery, acceptedAt: number): Buffer {
   const routing = JSON.stringify({ t: acceptedAt, a: delivery.audience })
   const payload = JSON.stringify(delivery.frame)

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import t from 'tap'
-import { decodePacket, encodePacket, PacketError, textFrame } from '../src/packet.js'
+import { decodePacket, encodePacket, PacketError } from '../src/packet.js'
 import type { Audience, Delivery } from '../src/routing.js'
 
 /**
@@ -49,30 +49,12 @@ t.test('the reference framer is ws itself, and its three length forms are what t
   t.equal(wsFrame(Buffer.alloc(0))[0], 0x81, 'FIN + text')
 })
 
-t.test('textFrame equals ws framing for every 7-bit length and the 16/64-bit boundaries', async (t) => {
-  const sizes = [...Array.from({ length: 126 }, (_, index) => index), 126, 127, 65535, 65536, 70000]
-  const mismatched: number[] = []
-  for (const size of sizes) {
-    const payload = Buffer.alloc(size, 0x61)
-    const framed = textFrame(payload)
-    if (!framed.equals(wsFrame(payload))) mismatched.push(size)
-  }
-  t.same(mismatched, [], 'no size differs from ws')
-  for (const size of [0, 125, 126, 65535, 65536]) {
-    const payload = Buffer.alloc(size, 0x62)
-    const framed = textFrame(payload)
-    t.ok(framed.equals(wsFrame(payload)), `textFrame(${size}) is ws's frame`)
-    t.equal(framed.length, size + (size < 126 ? 2 : size < 65536 ? 4 : 10), `textFrame(${size}) header length`)
-  }
-})
-
-t.test('textFrame of multi-byte UTF-8 counts bytes, not characters', async (t) => {
+t.test('a multi-byte UTF-8 payload is framed by its bytes, not its characters', async (t) => {
   // 100 characters, 400 bytes: a string-length frame would pick the 7-bit form.
   const emoji = Buffer.from('😀'.repeat(50) + 'é€'.repeat(25))
   t.equal('😀'.repeat(50).length + 'é€'.repeat(25).length, 150, 'string length')
   t.equal(emoji.length, 50 * 4 + 25 * 5, 'byte length')
-  t.ok(textFrame(emoji).equals(wsFrame(emoji)), 'same bytes as ws')
-  const decoded = decodePacket(Buffer.concat([routingLine({ scope: 'broadcast' }, 1), textFrame(emoji)]))
+  const decoded = decodePacket(Buffer.concat([routingLine({ scope: 'broadcast' }, 1), wsFrame(emoji)]))
   t.equal(decoded.frame.toString('utf8'), emoji.toString('utf8'))
 })
 
@@ -114,7 +96,7 @@ t.test('encodePacket → decodePacket round trip matches ws byte for byte', asyn
     t.equal(packet.acceptedAt, 5, `${size}: acceptedAt`)
     t.ok(packet.frame.equals(payload), `${size}: frame is the JSON payload`)
     t.ok(packet.wire.equals(wsFrame(payload)), `${size}: wire is ws's frame`)
-    t.ok(packet.wire.equals(textFrame(payload)), `${size}: wire is textFrame's`)
+    t.ok(packet.wire.equals(wsFrame(payload)), `${size}: wire is ws's frame`)
     t.equal(encoded.length, routingLine(chatAudience, 5).length + wsFrame(payload).length, `${size}: nothing else in the packet`)
     t.same(JSON.parse(packet.frame.toString('utf8')), delivery.frame, `${size}: payload parses back`)
   }
@@ -202,7 +184,7 @@ t.test('a frame with the MASK bit set is a PacketError', async (t) => {
 })
 
 t.test('a routing line that is not a routing header is a PacketError', async (t) => {
-  const frame = textFrame(Buffer.from('{}'))
+  const frame = wsFrame(Buffer.from('{}'))
   t.throws(() => decodePacket(Buffer.concat([Buffer.from('not json\n'), frame])), PacketError, 'not JSON')
   t.throws(() => decodePacket(Buffer.concat([Buffer.from('{"t":1}\n'), frame])), PacketError, 'JSON without an audience')
 })
