@@ -55,7 +55,8 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
   await app.register(authPlugin)
   await app.register(hubPlugin)
   await app.register(websocket, {
-    options: { maxPayload: config.MAX_FRAME_BYTES, perMessageDeflate: false },
+    // The hub tracks every socket; ws's own client set would be a second entry per connection.
+    options: { maxPayload: config.MAX_FRAME_BYTES, perMessageDeflate: false, clientTracking: false },
     // Our own goodbye (1012, via the hub plugin) instead of the plugin's default close.
     preClose: (done) => done()
   })

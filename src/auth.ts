@@ -24,7 +24,7 @@ export interface Principal {
   chatUuid?: string
   sources?: SourcesFilter
   /** The raw sources claim, echoed by /online-users. */
-  sourcesClaim: { widgets: string[], departments: Array<string | number> }
+  sourcesClaim: { widgets: readonly string[], departments: ReadonlyArray<string | number> }
   user: User
 }
 
@@ -61,6 +61,9 @@ export function createTokenVerifier (config: Pick<Config, 'jwtAlgorithm' | 'jwtK
   }
 }
 
+/** An absent sources list: one shared empty array (presence keeps a console's lists while it is open). */
+const NONE: readonly never[] = Object.freeze([])
+
 function principalOf (claims: Claims): Principal {
   const userId = String(claims.sub)
   const widgets = claims.sources?.widgets
@@ -68,7 +71,7 @@ function principalOf (claims: Claims): Principal {
   const principal: Principal = {
     userId,
     role: claims.role,
-    sourcesClaim: { widgets: widgets ?? [], departments: departments ?? [] },
+    sourcesClaim: { widgets: widgets ?? NONE, departments: departments ?? NONE },
     user: claims.user ?? { id: /^\d+$/.test(userId) ? Number(userId) : userId, role: claims.role }
   }
   if (claims.chat !== undefined) principal.chatUuid = claims.chat

@@ -17,16 +17,17 @@ const TEXT = { binary: false } as const
 
 /** What the fast send path reads of a `ws` WebSocket (ws 8): its TCP socket and its sender's state. */
 interface WsInternals {
-  _socket?: unknown
-  _sender?: { _state?: unknown } | null
+  _socket: Socket
+  _sender: { _state: unknown }
 }
 /** ws's Sender is idle (not compressing, not reading a Blob): nothing is queued ahead of a direct write. */
 const SENDER_IDLE = 0
 
 /**
- * A socket's first frame in a turn of the event loop is written at once (a lone event leaves with no
- * delay); later frames in the same turn are corked until the turn's I/O has been handled, so under load
- * the frames of every event accepted meanwhile leave in one writev per socket instead of one syscall each.
+ * Frames written directly in one turn of the event loop: while a socket gets one frame a turn, each
+ * leaves at once (a lone event has no delay); once it got several in a turn, it is under a burst and its
+ * frames are corked until the turn's I/O has been handled, so they leave in one writev per socket and
+ * turn instead of one syscall each. A turn with a single frame for it ends the burst.
  */
 let turn = 0
 let turnScheduled = false
@@ -50,25 +51,25 @@ export interface ConnectionHooks {
 /** One authenticated socket: its routing attributes, its send path with backpressure, its rate limit. */
 export class Connection {
   readonly id = randomUUID()
-  /** When the socket was admitted, ms since epoch. */
-  readonly connectedAt = Date.now()
   /** Cleared on each ping, set by the pong; a socket still false at the next ping is dead. */
   alive = true
   closeCode: number | undefined
-  #tokens: number
-  #refilledAt = Date.now()
-  #strikes = 0
-  #strikeWindowStart = Date.now()
-  /** The TCP socket under ws, when frames may be written to it directly (no extension negotiated). */
-  readonly #stream: Socket | undefined
-  readonly #sender: { _state?: unknown } | undefined
-  /** The turn (see `endTurn`) of this socket's last direct write; while it is the current one, writes cork. */
+  /** Made on the first frame the client sends: most sockets only listen. */
+  #allowance: FrameAllowance | undefined
+  /** Frames may be written to the TCP socket under ws (ws 8 internals as expected, no extension negotiated). */
+  readonly #direct: boolean
+  /** The turn (see `endTurn`) of this socket's last direct write, and how many frames it wrote in it. */
   #turn = -1
+  #framesThisTurn = 0
+  /** Its last turn had several frames: cork from the first one. */
+  #burst = false
   #corked = false
   /** Bytes written while corked this turn: queued by us, not a backlog the peer failed to read. */
   #corkedBytes = 0
   /** Frames not written because the socket was already closing (reported in its close log line). */
   droppedWhileClosing = 0
+  /** Its presence hello (set once `connected` is sent), so its goodbye never overtakes it. */
+  announced: Promise<void> | undefined
 
   constructor (
     readonly socket: WebSocket,
@@ -77,11 +78,8 @@ export class Connection {
     readonly limits: ConnectionLimits,
     readonly hooks: ConnectionHooks
   ) {
-    this.#tokens = limits.burst
-    const internals = socket as unknown as WsInternals
-    const direct = internals._socket instanceof Socket && typeof internals._sender?._state === 'number' && socket.extensions === ''
-    this.#stream = direct ? internals._socket as Socket : undefined
-    this.#sender = direct ? internals._sender ?? undefined : undefined
+    const internals = socket as unknown as Partial<WsInternals>
+    this.#direct = internals._socket instanceof Socket && typeof internals._sender?._state === 'number' && socket.extensions === ''
   }
 
   /**
@@ -104,18 +102,23 @@ export class Connection {
       this.hooks.dropped(this, 'slow_consumer')
       return false
     }
-    const stream = this.#stream
-    if (wire === undefined || stream === undefined || this.#sender?._state !== SENDER_IDLE) {
+    const internals = socket as unknown as WsInternals
+    if (wire === undefined || !this.#direct || internals._sender._state !== SENDER_IDLE) {
       socket.send(payload, TEXT)
       return true
     }
+    const stream = internals._socket
     if (!turnScheduled) {
       turnScheduled = true
       setImmediate(endTurn)
     }
-    if (this.#turn !== turn) {
-      this.#turn = turn
+    if (this.#turn === turn) {
+      this.#framesThisTurn += 1
     } else {
+      this.#turn = turn
+      this.#framesThisTurn = 1
+    }
+    if (this.#framesThisTurn > 1 || this.#burst) {
       if (!this.#corked) {
         this.#corked = true
         stream.cork()
@@ -129,9 +132,10 @@ export class Connection {
 
   /** Lets this turn's frames go (see `corked`). */
   uncork (): void {
+    this.#burst = this.#framesThisTurn > 1
     this.#corked = false
     this.#corkedBytes = 0
-    this.#stream?.uncork()
+    if (this.#direct) (this.socket as unknown as WsInternals)._socket.uncork()
   }
 
   sendFrame (frame: ServerFrame): boolean {
@@ -152,21 +156,29 @@ export class Connection {
 
   /** Token bucket: true when a client event may proceed now. */
   takeToken (now = Date.now()): boolean {
-    const elapsed = (now - this.#refilledAt) / 1000
-    this.#refilledAt = now
-    this.#tokens = Math.min(this.limits.burst, this.#tokens + elapsed * this.limits.ratePerSecond)
-    if (this.#tokens < 1) return false
-    this.#tokens -= 1
+    const allowance = this.#allowance ??= new FrameAllowance(this.limits.burst, now)
+    const elapsed = (now - allowance.refilledAt) / 1000
+    allowance.refilledAt = now
+    allowance.tokens = Math.min(this.limits.burst, allowance.tokens + elapsed * this.limits.ratePerSecond)
+    if (allowance.tokens < 1) return false
+    allowance.tokens -= 1
     return true
   }
 
   /** Counts a rejected or invalid frame; true when the socket has abused its allowance. */
   strike (now = Date.now()): boolean {
-    if (now - this.#strikeWindowStart > STRIKE_WINDOW_MS) {
-      this.#strikeWindowStart = now
-      this.#strikes = 0
+    const allowance = this.#allowance ??= new FrameAllowance(this.limits.burst, now)
+    if (now - allowance.strikeWindowStart > STRIKE_WINDOW_MS) {
+      allowance.strikeWindowStart = now
+      allowance.strikes = 0
     }
-    this.#strikes += 1
-    return this.#strikes >= this.limits.abuseStrikes
+    allowance.strikes += 1
+    return allowance.strikes >= this.limits.abuseStrikes
   }
+}
+
+/** A client's token bucket (full when made) and its strikes within the current window. */
+class FrameAllowance {
+  strikes = 0
+  constructor (public tokens: number, public refilledAt: number, public strikeWindowStart = refilledAt) {}
 }

@@ -147,7 +147,7 @@ export class RedisPresence implements Presence {
   }
 
   async addSession (session: ConsoleSession): Promise<void> {
-    const stored: StoredSession = { ...session, connectedAt: session.connectedAt.toISOString() }
+    const stored: StoredSession = { ...session, connectedAt: new Date(session.connectedAt).toISOString() }
     const local: LocalHolding = { holding: JSON.stringify({ console: true } satisfies ConsoleHolding), session: JSON.stringify(stored) }
     this.#local.set(session.connectionId, local)
     await this.#command('add console session', async () => {
@@ -170,7 +170,7 @@ export class RedisPresence implements Presence {
     const sessions: ConsoleSession[] = []
     for (const json of stored) {
       const session = JSON.parse(json) as StoredSession
-      sessions.push({ ...session, connectedAt: new Date(session.connectedAt) })
+      sessions.push({ ...session, connectedAt: Date.parse(session.connectedAt) })
     }
     return summarizeSessions(sessions)
   }

@@ -8,9 +8,10 @@ export interface ConsoleSession {
   connectionId: string
   operatorId: string
   user: User
-  widgets: string[]
-  departments: Array<string | number>
-  connectedAt: Date
+  widgets: readonly string[]
+  departments: ReadonlyArray<string | number>
+  /** ms since epoch */
+  connectedAt: number
 }
 
 /** A user whose last socket in a chat was on a node that died: the others announce user_disconnected. */
@@ -45,12 +46,12 @@ export function summarizeSessions (sessions: Iterable<ConsoleSession>): OnlineUs
         entry: { user: session.user, sources: { widgets: [], departments: [] }, sessions: 0, connected_at: '' },
         widgets: new Set(),
         departments: new Set(),
-        since: session.connectedAt.getTime()
+        since: session.connectedAt
       }
       byOperator.set(session.operatorId, item)
     }
     item.entry.sessions += 1
-    item.since = Math.min(item.since, session.connectedAt.getTime())
+    item.since = Math.min(item.since, session.connectedAt)
     for (const widget of session.widgets) item.widgets.add(widget)
     for (const department of session.departments) item.departments.add(department)
   }

@@ -1,4 +1,4 @@
-import type WebSocket from 'ws'
+import type { RawData, WebSocket } from 'ws'
 import { authorize, SocketAuthError, type Principal } from './auth.js'
 import { Connection, type ConnectionHooks, type ConnectionLimits } from './connection.js'
 import type { FrameHandler } from './frame-handler.js'
@@ -34,11 +34,11 @@ export interface SessionOptions {
  */
 export class SocketSessions {
   #draining = false
-  /** Each socket's presence announcement, so its goodbye never overtakes its hello. */
-  readonly #announced = new WeakMap<Connection, Promise<void>>()
   /** Goodbyes still publishing: a drain waits for them before the bus closes. */
   readonly #goodbyes = new Set<Promise<void>>()
   readonly #pingTimer: NodeJS.Timeout
+  /** The listeners of every socket (see `listen`). */
+  readonly #listeners = listenersOf(this)
   /** Shared by every connection: what it reports lands in metrics and logs. */
   readonly #hooks: ConnectionHooks = {
     dropped: (connection, reason) => {
@@ -103,20 +103,20 @@ export class SocketSessions {
   }
 
   /**
-   * Listeners attach synchronously, before any await, so no frame or close is missed. They close over
-   * the connection only (not the token's claims): a socket holds as little as it can while it is open.
+   * Listeners attach synchronously, before any await, so no frame or close is missed. They are the same
+   * four functions for every socket (ws calls them with the socket as `this`), not closures per socket:
+   * an idle socket holds as little as it can.
    */
   private listen (connection: Connection): void {
-    const socket = connection.socket
-    socket.on('message', (raw) => this.frames.onMessage(connection, raw))
-    socket.on('pong', () => { connection.alive = true })
-    socket.on('error', (error) => {
-      // ws closes the socket itself on a protocol error (1009 frame too large): log the code it sent.
-      connection.closeCode ??= protocolCloseCode(error)
-      this.log.warn({ err: error, connectionId: connection.id }, 'socket error')
-    })
-    socket.once('close', (code) => this.closed(connection, code))
+    const socket = connection.socket as SessionSocket
+    socket[CONNECTION] = connection
+    const listeners = this.#listeners
+    socket.on('message', listeners.message)
+    socket.on('pong', listeners.pong)
+    socket.on('error', listeners.error)
+    socket.once('close', listeners.close)
   }
+
 
   private welcome (connection: Connection, principal: Principal): void {
     const { attributes } = connection
@@ -127,9 +127,9 @@ export class SocketSessions {
         ? { connection_id: connection.id, user: principal.user }
         : { connection_id: connection.id, user: principal.user, chat: { uuid: attributes.chatUuid } }
     })
-    this.#announced.set(connection, this.announce(connection, principal).catch((error: unknown) => {
+    connection.announced = this.announce(connection, principal).catch((error: unknown) => {
       this.log.error({ err: error, connectionId: connection.id }, 'presence update on open failed')
-    }))
+    }).then(() => { connection.announced = ANNOUNCED })
   }
 
   private admit (endpoint: 'chat' | 'broadcast', request: SocketRequest): Principal {
@@ -153,7 +153,7 @@ export class SocketSessions {
         user: principal.user,
         widgets: principal.sourcesClaim.widgets,
         departments: principal.sourcesClaim.departments,
-        connectedAt: new Date(connection.connectedAt)
+        connectedAt: Date.now()
       })
       return
     }
@@ -165,7 +165,7 @@ export class SocketSessions {
   }
 
   /** `peerCode` is what the peer answered (1006 if it never did); the relay's own code wins. */
-  private closed (connection: Connection, peerCode: number): void {
+  closed (connection: Connection, peerCode: number): void {
     const { attributes } = connection
     const code = connection.closeCode ?? peerCode
     this.hub.remove(connection)
@@ -182,7 +182,7 @@ export class SocketSessions {
 
   private async goodbye (connection: Connection): Promise<void> {
     const { attributes } = connection
-    const announced = this.#announced.get(connection)
+    const announced = connection.announced
     if (announced === undefined) return
     await announced
     if (attributes.chatUuid === undefined) {
@@ -260,6 +260,32 @@ export class SocketSessions {
     }
   }
 }
+
+const CONNECTION = Symbol('connection')
+/** A ws socket that knows its Connection, so one set of listeners serves every socket. */
+type SessionSocket = WebSocket & { [CONNECTION]: Connection }
+
+function listenersOf (sessions: SocketSessions): {
+  message: (this: WebSocket, raw: RawData) => void
+  pong: (this: WebSocket) => void
+  error: (this: WebSocket, error: Error) => void
+  close: (this: WebSocket, code: number) => void
+} {
+  return {
+    message (raw) { sessions.frames.onMessage((this as SessionSocket)[CONNECTION], raw) },
+    pong () { (this as SessionSocket)[CONNECTION].alive = true },
+    error (error) {
+      const connection = (this as SessionSocket)[CONNECTION]
+      // ws closes the socket itself on a protocol error (1009 frame too large): log the code it sent.
+      connection.closeCode ??= protocolCloseCode(error)
+      sessions.log.warn({ err: error, connectionId: connection.id }, 'socket error')
+    },
+    close (code) { sessions.closed((this as SessionSocket)[CONNECTION], code) }
+  }
+}
+
+/** What a socket's `announced` becomes once its hello is out: one settled promise for every socket. */
+const ANNOUNCED = Promise.resolve()
 
 /** The close code ws sends when it refuses a frame (see ws's receiver errors); undefined for other errors. */
 function protocolCloseCode (error: Error): number | undefined {
