@@ -3,26 +3,11 @@ import type { Connection } from './connection.js'
 import type { Metrics } from './metrics.js'
 import { decodePacket, type Outbound, type Packet } from './packet.js'
 import { admits, Topic, type Audience } from './routing.js'
+import { SocketIndex, type Sockets } from './socket-index.js'
 
 export interface HubLogger {
   warn: (object: object, message: string) => void
   error: (object: object, message: string) => void
-}
-
-function addTo<K, V> (index: Map<K, Set<V>>, key: K, value: V): void {
-  let set = index.get(key)
-  if (set === undefined) {
-    set = new Set()
-    index.set(key, set)
-  }
-  set.add(value)
-}
-
-function removeFrom<K, V> (index: Map<K, Set<V>>, key: K, value: V): void {
-  const set = index.get(key)
-  if (set === undefined) return
-  set.delete(value)
-  if (set.size === 0) index.delete(key)
 }
 
 /**
@@ -30,10 +15,10 @@ function removeFrom<K, V> (index: Map<K, Set<V>>, key: K, value: V): void {
  * console widget), and the bus topics those sockets need. This file is the fan-out hot path.
  */
 export class Hub {
-  readonly #chatRooms = new Map<string, Set<Connection>>()
+  readonly #chatRooms = new SocketIndex()
   readonly #consoles = new Set<Connection>()
-  readonly #consolesByOperator = new Map<string, Set<Connection>>()
-  readonly #consolesByWidget = new Map<string, Set<Connection>>()
+  readonly #consolesByOperator = new SocketIndex()
+  readonly #consolesByWidget = new SocketIndex()
   /** Consoles without a widget filter: they see every widget. */
   readonly #consolesAnyWidget = new Set<Connection>()
   readonly #topicRefs = new Map<string, number>()
@@ -45,27 +30,25 @@ export class Hub {
   }
 
   get size (): number {
-    let sockets = this.#consoles.size
-    for (const room of this.#chatRooms.values()) sockets += room.size
-    return sockets
+    return this.#consoles.size + this.#chatRooms.size
   }
 
   * connections (): Iterable<Connection> {
     yield * this.#consoles
-    for (const room of this.#chatRooms.values()) yield * room
+    yield * this.#chatRooms.values()
   }
 
   /** Indexes the socket at once; resolves when the bus delivers its topics (or failed to: logged). */
   async add (connection: Connection): Promise<void> {
     const { attributes } = connection
     if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
-      addTo(this.#chatRooms, attributes.chatUuid, connection)
+      this.#chatRooms.add(attributes.chatUuid, connection)
     } else {
       this.#consoles.add(connection)
-      addTo(this.#consolesByOperator, attributes.userId, connection)
+      this.#consolesByOperator.add(attributes.userId, connection)
       const widgets = attributes.sources?.widgets
       if (widgets === undefined) this.#consolesAnyWidget.add(connection)
-      else for (const widget of widgets) addTo(this.#consolesByWidget, widget, connection)
+      else for (const widget of widgets) this.#consolesByWidget.add(widget, connection)
     }
     await Promise.all(this.topicsOf(connection).map(async (topic) => await this.retain(topic)))
   }
@@ -73,14 +56,12 @@ export class Hub {
   remove (connection: Connection): void {
     const { attributes } = connection
     if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
-      const room = this.#chatRooms.get(attributes.chatUuid)
-      if (room === undefined || !room.has(connection)) return
-      removeFrom(this.#chatRooms, attributes.chatUuid, connection)
+      if (!this.#chatRooms.delete(attributes.chatUuid, connection)) return
     } else {
       if (!this.#consoles.delete(connection)) return
-      removeFrom(this.#consolesByOperator, attributes.userId, connection)
+      this.#consolesByOperator.delete(attributes.userId, connection)
       this.#consolesAnyWidget.delete(connection)
-      for (const widget of attributes.sources?.widgets ?? []) removeFrom(this.#consolesByWidget, widget, connection)
+      for (const widget of attributes.sources?.widgets ?? []) this.#consolesByWidget.delete(widget, connection)
     }
     for (const topic of this.topicsOf(connection)) this.release(topic)
   }
@@ -168,9 +149,10 @@ export class Hub {
   }
 }
 
-function sendToAdmitted (candidates: Set<Connection> | undefined, audience: Audience, outbound: Outbound): number {
+function sendToAdmitted (candidates: Sockets | undefined, audience: Audience, outbound: Outbound): number {
   if (candidates === undefined) return 0
   const { frame, wire } = outbound
+  if (!(candidates instanceof Set)) return admits(audience, candidates.attributes) && candidates.send(frame, wire) ? 1 : 0
   let sent = 0
   for (const connection of candidates) {
     if (admits(audience, connection.attributes) && connection.send(frame, wire)) sent += 1
