@@ -4,7 +4,7 @@ import { rssBytes, totalCpuSeconds } from './proc.js'
 import {
   currentRuntime, DriverProcess, InProcessDriver, startRedis, startServer, stop, type DriverLink, type RedisProcess, type Runtime, type ServerProcess
 } from './processes.js'
-import { clientCount, scenario, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
+import { clientCount, scenario, WIRE, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
 
 /**
  * One benchmark invocation: for each scenario, each system in turn on fresh server processes, measured
@@ -32,7 +32,10 @@ export interface CaseResult {
   cpuMicrosPerDelivery: number
   redisMicrosPerDelivery?: number
   latency: LatencySummary
+  /** RSS growth per idle connection, after a full collection. */
   bytesPerConnection?: number
+  /** Heap (used + external) growth per idle connection, after a full collection. */
+  heapBytesPerConnection?: number
   driverCpuSeconds: number
   /** Set when the case could not run; the other fields are then zero. */
   error?: string
@@ -57,13 +60,14 @@ class Bench {
     return new URL(`${path}${this.runtime.extension}`, import.meta.url)
   }
 
-  async startCluster (system: SystemName, nodes: number): Promise<Cluster> {
+  async startCluster (system: SystemName, nodes: number, idle = false): Promise<Cluster> {
     const env: Record<string, string> = {}
     if (nodes > 1) {
       this.redis ??= await startRedis()
       env.REDIS_URL = this.redis.url
     }
-    const script = system === 'relay' ? this.script('../server') : this.script(system === 'ws' ? './servers/raw-ws' : './servers/socketio')
+    const script = system === 'relay' ? this.script('../server') : this.script(system === 'socketio' ? './servers/socketio' : './servers/raw-ws')
+    if (system === 'wsCorked') env.CORK_PER_TURN = '1'
     if (system === 'relay') {
       Object.assign(env, {
         NODE_ENV: 'production',
@@ -76,11 +80,12 @@ class Bench {
         SHUTDOWN_TIMEOUT_MS: '5000'
       })
     }
+    const flags = idle
+      ? ['--expose-gc', '--import', this.script('./servers/gc-on-signal').href]
+      : system === 'relay' && this.options.profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${this.options.profileDir}`] : []
     const start = system === 'relay' && this.options.relayInProcess === true
       ? async () => await startRelayInProcess(env)
-      : async () => await startServer(script, this.runtime, env, system === 'relay' && this.options.profileDir !== undefined
-        ? ['--cpu-prof', `--cpu-prof-dir=${this.options.profileDir}`]
-        : [])
+      : async () => await startServer(script, this.runtime, env, flags)
     const started = await Promise.allSettled(Array.from({ length: nodes }, start))
     const servers = started.flatMap((outcome) => outcome.status === 'fulfilled' ? [outcome.value.server] : [])
     const failure = started.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected')
@@ -104,7 +109,7 @@ class Bench {
     }
     let cluster: Cluster
     try {
-      cluster = await this.startCluster(system, plan.nodes)
+      cluster = await this.startCluster(system, plan.nodes, plan.plan === undefined)
     } catch (error) {
       return { ...base, error: (error as Error).message.split('\n')[0] as string }
     }
@@ -134,7 +139,7 @@ class Bench {
         op: 'init',
         init: {
           role,
-          system,
+          system: WIRE[system],
           workload: plan.workload,
           ports: cluster.servers.map((server) => server.port),
           sampleEvery: split ? options.sampleEvery : 1,
@@ -144,16 +149,25 @@ class Bench {
         }
       }, 'inited')
     }
-    const rssBefore = cluster.pids.reduce((sum, pid) => sum + rssBytes(pid), 0)
     const connectStart = Date.now()
-    await this.connect(drivers, clients)
+    if (plan.plan === undefined) {
+      // Memory per idle connection: the growth from half the clients to all of them, each reading taken
+      // after a settle and a full collection, so neither start-up slack in a server's heap nor garbage
+      // not yet collected favours anybody.
+      const half = Math.floor(clients / 2)
+      await this.connect(drivers, 0, half)
+      await delay(options.idleSettleMs)
+      const atHalf = await memoryAfterGc(cluster.servers)
+      await this.connect(drivers, half, clients)
+      this.log(`  ${system}: ${clients} clients subscribed in ${((Date.now() - connectStart) / 1000).toFixed(1)} s`)
+      await delay(options.idleSettleMs)
+      const atFull = await memoryAfterGc(cluster.servers)
+      const added = clients - half
+      return { ...base, bytesPerConnection: (atFull.rss - atHalf.rss) / added, heapBytesPerConnection: (atFull.heap - atHalf.heap) / added }
+    }
+    await this.connect(drivers, 0, clients)
     this.log(`  ${system}: ${clients} clients subscribed in ${((Date.now() - connectStart) / 1000).toFixed(1)} s`)
 
-    if (plan.plan === undefined) {
-      await delay(options.idleSettleMs)
-      const rssAfter = cluster.pids.reduce((sum, pid) => sum + rssBytes(pid), 0)
-      return { ...base, bytesPerConnection: (rssAfter - rssBefore) / clients }
-    }
     // Connection-time work (presence, user_connected) is over before the clock starts.
     await delay(500)
     for (const driver of [...drivers].reverse()) await driver.ask({ op: 'arm' }, 'armed')
@@ -193,21 +207,22 @@ class Bench {
     }
   }
 
-  /** Opens every client in rounds, alternating prober and counter, so samplers are spread in join order. */
-  async connect (drivers: DriverLink[], clients: number): Promise<void> {
-    const phases = Math.max(1, Math.min(this.options.connectPhases, clients))
+  /** Opens clients [from, to) in rounds, alternating prober and counter, so samplers are spread in join order. */
+  async connect (drivers: DriverLink[], from: number, to: number): Promise<void> {
+    const count = to - from
+    const phases = Math.max(1, Math.min(this.options.connectPhases, count))
     let failed = 0
     let firstError: string | undefined
     for (let phase = 0; phase < phases; phase++) {
-      const from = Math.floor(phase * clients / phases)
-      const to = Math.floor((phase + 1) * clients / phases)
+      const start = from + Math.floor(phase * count / phases)
+      const end = from + Math.floor((phase + 1) * count / phases)
       for (const driver of drivers) {
-        const answer = await driver.ask({ op: 'connect', from, to }, 'connected')
+        const answer = await driver.ask({ op: 'connect', from: start, to: end }, 'connected')
         failed += answer.failed
         firstError ??= answer.firstError
       }
     }
-    if (failed > 0) throw new Error(`${failed} of ${clients} clients could not subscribe (first: ${firstError ?? '?'})`)
+    if (failed > 0) throw new Error(`${failed} of ${count} clients could not subscribe (first: ${firstError ?? '?'})`)
   }
 
   async close (): Promise<void> {
@@ -225,6 +240,28 @@ async function startRelayInProcess (env: Record<string, string>): Promise<{ serv
   const port = typeof address === 'object' && address !== null ? address.port : 0
   const server: ServerProcess = { pid: process.pid, port, output: () => '', stop: async () => { await app.close() } }
   return { server, ready: JSON.stringify({ bus: app.bus.kind }) }
+}
+
+/**
+ * Every server's memory after a full collection (SIGWINCH to the preload in servers/gc-on-signal.ts):
+ * RSS read from /proc, and the heap the process reports (used heap plus external buffers).
+ */
+async function memoryAfterGc (servers: ServerProcess[]): Promise<{ rss: number, heap: number }> {
+  const reports = await Promise.all(servers.map(async (server) => {
+    const before = server.output().split('bench-memory ').length
+    if (server.pid === process.pid) return { rss: rssBytes(server.pid), heap: process.memoryUsage().heapUsed }
+    process.kill(server.pid, 'SIGWINCH')
+    const deadline = Date.now() + 10_000
+    while (server.output().split('bench-memory ').length === before) {
+      if (Date.now() > deadline) throw new Error('the server did not report its memory after SIGWINCH')
+      await delay(20)
+    }
+    await delay(200)
+    const line = server.output().split('bench-memory ').pop()?.split('\n')[0] ?? '{}'
+    const { heapUsed, external } = JSON.parse(line) as { heapUsed: number, external: number }
+    return { rss: rssBytes(server.pid), heap: heapUsed + external }
+  }))
+  return reports.reduce((sum, report) => ({ rss: sum.rss + report.rss, heap: sum.heap + report.heap }), { rss: 0, heap: 0 })
 }
 
 async function delay (ms: number): Promise<void> {

@@ -1,13 +1,18 @@
 import type { PostPlan, WorkloadSpec } from './messages.js'
+import type { WireProtocol } from './ws-client.js'
 
-export type SystemName = 'relay' | 'socketio' | 'ws'
+export type SystemName = 'relay' | 'socketio' | 'ws' | 'wsCorked'
 export type ScenarioName = 'a' | 'b' | 'c' | 'd' | 'e'
 
 export const SYSTEM_LABEL: Record<SystemName, string> = {
   relay: 'relay',
   socketio: 'Socket.IO 4 + redis-adapter',
-  ws: 'raw ws'
+  ws: 'raw ws',
+  wsCorked: 'raw ws, corked per turn'
 }
+
+/** The wire protocol each system's clients speak. */
+export const WIRE: Record<SystemName, WireProtocol> = { relay: 'relay', socketio: 'socketio', ws: 'ws', wsCorked: 'ws' }
 
 /** Every size is a flag of `npm run bench` (see bench/run.ts); these are the issue's defaults. */
 export interface BenchOptions {
@@ -47,7 +52,7 @@ export interface BenchOptions {
 
 export const DEFAULT_OPTIONS: BenchOptions = {
   scenarios: ['a', 'b', 'c', 'd', 'e'],
-  systems: ['relay', 'socketio', 'ws'],
+  systems: ['relay', 'socketio', 'ws', 'wsCorked'],
   fanoutClients: 1000,
   fanoutMessages: 2000,
   rateClients: 5000,

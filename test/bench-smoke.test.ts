@@ -30,7 +30,7 @@ const tiny: BenchOptions = {
   relayInProcess: true
 }
 
-const systems: SystemName[] = ['relay', 'socketio', 'ws']
+const systems: SystemName[] = ['relay', 'socketio', 'ws', 'wsCorked']
 
 t.test('a tiny benchmark loses nothing on any system', async (t) => {
   const runs = await Promise.all(systems.map(async (system) => await runBench({ ...tiny, systems: [system] })))

@@ -1,4 +1,5 @@
 import { createServer } from 'node:http'
+import type { Socket } from 'node:net'
 import { Redis } from 'ioredis'
 import WebSocket, { WebSocketServer } from 'ws'
 import { messageRooms, type RoutedMessage } from '../rooms.js'
@@ -8,19 +9,47 @@ import { exitOnSignal, ingestHandler, listen, portFromEnv } from './http.js'
  * The floor: what Node does with the `ws` library and nothing else. The frame is serialized once and
  * the same bytes go to every socket of the message's rooms with the idiomatic `ws.send`. With
  * REDIS_URL the accepting node publishes `rooms\nframe` and every node (itself included) fans out
- * what it receives, like the relay's bus.
+ * what it receives, like the relay's bus. With CORK_PER_TURN=1 every socket written in a turn of the
+ * event loop is corked until the turn ends (its frames leave in one writev): the best a hand-written
+ * server does, and what the relay's burst path does too.
  */
 const CHANNEL = 'bench-ws'
 const TEXT = { binary: false }
 const rooms = new Map<string, Set<WebSocket>>()
+const corkPerTurn = process.env.CORK_PER_TURN === '1'
+const corked = new Set<Socket>()
+let turnScheduled = false
+
+function uncorkAll (): void {
+  turnScheduled = false
+  for (const stream of corked) stream.uncork()
+  corked.clear()
+}
+
+/** ws keeps the TCP socket it writes to in `_socket` (ws 8). */
+function streamOf (socket: WebSocket): Socket {
+  return (socket as unknown as { _socket: Socket })._socket
+}
 
 function fanout (names: string[], frame: Buffer): void {
   for (const name of names) {
     const room = rooms.get(name)
     if (room === undefined) continue
     for (const socket of room) {
-      if (socket.readyState === WebSocket.OPEN) socket.send(frame, TEXT)
+      if (socket.readyState !== WebSocket.OPEN) continue
+      if (corkPerTurn) {
+        const stream = streamOf(socket)
+        if (!corked.has(stream)) {
+          corked.add(stream)
+          stream.cork()
+        }
+      }
+      socket.send(frame, TEXT)
     }
+  }
+  if (corkPerTurn && !turnScheduled) {
+    turnScheduled = true
+    setImmediate(uncorkAll)
   }
 }
 
