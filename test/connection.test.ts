@@ -215,6 +215,36 @@ t.test('one synchronous loop: wire frames, ws frames, corked and released in sen
   t.same(hooks.drops, [], 'nothing dropped')
 })
 
+t.test('under a burst a socket corks from its first frame; a turn with one frame ends the burst', async (t) => {
+  const { hooks, connect } = await startServer(t, false)
+  const peer = await connect()
+  await nextTurn()
+  const socket = peer.stream.socket
+  const sent: Sent[] = []
+  let seq = 0
+  const send = (): void => { sent.push(sendBy(peer.connection, 'wire', frameOf(seq++, 100))) }
+
+  send()
+  t.equal(socket.writableCorked, 0, 'turn 1, one frame: written at once')
+  await nextTurn()
+  send()
+  send()
+  t.equal(socket.writableCorked, 1, 'turn 2, a second frame: corked')
+  await nextTurn()
+  send()
+  t.equal(socket.writableCorked, 1, 'turn 3 follows a burst: its first frame is corked too')
+  t.ok(socket.writableLength > 0, 'and waits for the end of the turn')
+  await nextTurn()
+  t.equal(socket.writableCorked, 0, 'released when that turn ends')
+  send()
+  t.equal(socket.writableCorked, 0, 'turn 4 follows a turn of one frame: written at once again')
+  t.equal(socket.writableLength, 0, 'nothing left buffered')
+
+  await peer.client.received(sent.length)
+  assertReceived(t, peer.client, sent.map((entry) => entry.text), 'across the turns')
+  t.same(hooks.drops, [], 'nothing dropped')
+})
+
 t.test('several turns: batches of every size and path arrive complete and in order', async (t) => {
   const { hooks, connect } = await startServer(t, false)
   const peers = [await connect(), await connect(), await connect()]
