@@ -117,7 +117,6 @@ export class SocketSessions {
     socket.once('close', listeners.close)
   }
 
-
   private welcome (connection: Connection, principal: Principal): void {
     const { attributes } = connection
     if (connection.socket.readyState !== connection.socket.OPEN) return
