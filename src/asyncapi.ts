@@ -144,10 +144,11 @@ export const clientEventDocs: Record<ClientEventType, ClientEventDoc> = {
 }
 
 export const closeCodeDocs: Record<keyof typeof CloseCode, string> = {
-  badToken: 'missing, invalid or expired token',
+  badToken: 'missing, invalid or expired token (also when an open socket\'s token `exp` passes)',
   forbidden: 'role, chat or origin not allowed (`/broadcast` is for `role: operator` only)',
-  abuse: 'sustained rate-limit or invalid-frame abuse',
+  abuse: 'sustained rate-limit or invalid-frame abuse, or over `MAX_SOCKETS_PER_USER` (per chat room, or `/broadcast` per operator, over all nodes) or `MAX_CONNECTIONS_PER_IP`',
   tooLarge: 'frame larger than `MAX_FRAME_BYTES`',
+  unsupportedData: 'a binary frame: the protocol is JSON text frames',
   restarting: 'server restarting (drain): reconnect, the load balancer sends you to another node',
   slowConsumer: 'slow consumer: the send buffer passed `MAX_BUFFERED_BYTES`'
 }

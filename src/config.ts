@@ -29,7 +29,15 @@ export const EnvSchema = Type.Object({
   ABUSE_STRIKES: Type.Integer({ minimum: 1, default: 20, description: 'rejected or invalid frames before close 4429' }),
   PUBLISH_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 2000 }),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10000 }),
-  DRAIN_WINDOW_MS: Type.Integer({ minimum: 0, default: 5000 })
+  DRAIN_WINDOW_MS: Type.Integer({ minimum: 0, default: 5000 }),
+  MAX_SOCKETS_PER_USER: Type.Integer({ minimum: 1, default: 10, description: 'sockets one user may hold per chat room, and /broadcast sockets per operator, over all nodes; the next closes 4429' }),
+  MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 0, default: 0, description: 'open sockets per client address on this node; 0: off (behind a load balancer every socket has its address)' }),
+  MAX_CONNECTIONS: Type.Integer({ minimum: 0, default: 0, description: 'TCP connections this node accepts (server.maxConnections); 0: off' }),
+  MAX_JSON_DEPTH: Type.Integer({ minimum: 2, maximum: 256, default: 32, description: 'deepest nesting of client JSON (frames and ingest bodies)' }),
+  TYPING_PER_SEC: Type.Integer({ minimum: 1, default: 2, description: 'update_typing relayed per user and chat per second, over all nodes; the rest are dropped and counted' }),
+  CLIENT_QUEUE_MAX: Type.Integer({ minimum: 1, default: 16, description: 'client events of one socket waiting to be handled; the next frame is rate_limited' }),
+  CHAT_LOG_PER_CHAT: Type.Integer({ minimum: 1, default: 200, description: 'messages remembered per chat (standalone mode)' }),
+  CHAT_LOG_MAX_BYTES: Type.Integer({ minimum: 65536, default: 67108864, description: 'bytes of remembered messages over all chats (standalone mode); the least recently active chats go first' })
 })
 
 export type Env = Static<typeof EnvSchema>

@@ -26,7 +26,11 @@ export function createMetrics (options: { defaults?: boolean } = {}) {
     busUp: new Gauge({ name: 'relay_bus_up', help: '1 while the bus accepts publishes', registers }),
     draining: new Gauge({ name: 'relay_draining', help: '1 while the relay drains its sockets before shutting down', registers }),
     busReconnects: new Counter({ name: 'relay_bus_reconnects_total', help: 'Times the bus came back after being down', registers }),
-    packetErrors: new Counter({ name: 'relay_bus_packet_errors_total', help: 'Bus packets that could not be decoded', registers })
+    packetErrors: new Counter({ name: 'relay_bus_packet_errors_total', help: 'Bus packets that could not be decoded', registers }),
+    presenceFailures: new Counter({ name: 'relay_presence_failures_total', help: 'Presence writes Redis did not take (each is retried until it does), by operation', labelNames: ['operation'] as const, registers }),
+    typingDropped: new Counter({ name: 'relay_typing_dropped_total', help: 'update_typing not relayed: over TYPING_PER_SEC for its user and chat', registers }),
+    clientEventsDropped: new Counter({ name: 'relay_client_events_dropped_total', help: 'Client events never handled, by reason (socket_closed: the socket went before its turn came; queue_full: CLIENT_QUEUE_MAX events were waiting)', labelNames: ['reason'] as const, registers }),
+    socketsRefused: new Counter({ name: 'relay_sockets_refused_total', help: 'Sockets refused before connected, by reason', labelNames: ['reason'] as const, registers })
   }
 }
 

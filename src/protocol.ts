@@ -19,7 +19,7 @@ export const User = Type.Object({
 
 const chatProperties = {
   uuid: Type.String({ minLength: 1, maxLength: 200 }),
-  widget: Type.Optional(Type.Object({ source: Type.Optional(Type.String()) }, open)),
+  widget: Type.Optional(Type.Union([Type.Object({ source: Type.Optional(Type.Union([Type.String(), Type.Null()])) }, open), Type.Null()])),
   status: Type.Optional(Type.String()),
   owner_user: Type.Optional(Type.Union([User, Type.Null()])),
   operator_user: Type.Optional(Type.Union([User, Type.Null()])),
@@ -93,12 +93,12 @@ export const HttpError = Type.Object({
 
 export const SendMessageData = Type.Object({
   text: Type.String({ maxLength: 20000 }),
-  attachments: Type.Optional(Type.Array(Type.String(), { maxItems: 50 })),
+  attachments: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { maxItems: 50 })),
   client_message_id: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Integer()]))
 }, open)
 export const MarkMessageData = Type.Object({ message_id: Type.Integer() }, open)
 export const UpdateTypingData = Type.Object({
-  text: Type.Optional(Type.String({ maxLength: 20000 })),
+  text: Type.Optional(Type.String({ maxLength: 2000 })),
   stopped: Type.Boolean()
 }, open)
 
@@ -183,6 +183,7 @@ export const CloseCode = {
   forbidden: 4403,
   abuse: 4429,
   tooLarge: 1009,
+  unsupportedData: 1003,
   restarting: 1012,
   slowConsumer: 1013
 } as const

@@ -20,11 +20,15 @@ export interface SocketAttributes {
   sources?: SourcesFilter
 }
 
-/** Where a chat sits for `/broadcast` source filtering; absent fields filter nothing. */
+/**
+ * Where a chat sits for `/broadcast` source filtering; absent fields filter nothing. `unknown`: the relay
+ * has never been told (SPEC Routing), so only consoles without sources may see the chat.
+ */
 export interface ChatScope {
   uuid: string
   widget?: string
   department?: string
+  unknown?: true
 }
 
 export type Audience =
@@ -43,7 +47,8 @@ export interface Delivery {
 }
 
 export type RelayEvent =
-  | { kind: 'message', event: 'message_added' | 'message_updated', message: Message }
+  /** `scope`, when given, replaces the message's own chat for console routing (a message the relay made). */
+  | { kind: 'message', event: 'message_added' | 'message_updated', message: Message, scope?: ChatScope }
   | { kind: 'chat_updated', chat: Chat }
   | { kind: 'operator_updated', operators: Operator[] }
   | { kind: 'global_updated', data: Record<string, unknown> }
@@ -66,7 +71,7 @@ export function chatScope (chat: Chat): ChatScope {
   return scope
 }
 
-function messageDeliveries (event: 'message_added' | 'message_updated', message: Message): Delivery[] {
+function messageDeliveries (event: 'message_added' | 'message_updated', message: Message, scope = chatScope(message.chat)): Delivery[] {
   const frame: ServerFrame = { type: event, data: { message } }
   const chat = message.chat.uuid
   switch (message.type) {
@@ -74,7 +79,7 @@ function messageDeliveries (event: 'message_added' | 'message_updated', message:
     case 'bot':
       return [
         { audience: { scope: 'chat', chat }, frame },
-        { audience: { scope: 'sources', chat: chatScope(message.chat) }, frame }
+        { audience: { scope: 'sources', chat: scope }, frame }
       ]
     case 'system': {
       const role = message.type_role
@@ -119,7 +124,7 @@ function typingDeliveries (event: Extract<RelayEvent, { kind: 'typing' }>): Deli
 export function planDeliveries (event: RelayEvent): Delivery[] {
   switch (event.kind) {
     case 'message':
-      return messageDeliveries(event.event, event.message)
+      return messageDeliveries(event.event, event.message, event.scope)
     case 'chat_updated':
       return [{ audience: { scope: 'sources', chat: chatScope(event.chat) }, frame: { type: 'chat_updated', data: { chat: event.chat } } }]
     case 'operator_updated':
@@ -148,6 +153,7 @@ export function planDeliveries (event: RelayEvent): Delivery[] {
 /** Whether a `/broadcast` session's sources admit a chat (a missing side filters nothing). */
 export function sourcesAdmit (sources: SourcesFilter | undefined, chat: ChatScope): boolean {
   if (sources === undefined) return true
+  if (chat.unknown === true) return false
   if (sources.widgets !== undefined && chat.widget !== undefined && !sources.widgets.has(chat.widget)) return false
   if (sources.departments !== undefined && chat.department !== undefined && !sources.departments.has(chat.department)) return false
   return true
