@@ -95,11 +95,15 @@ export class SocketSessions {
 
     this.metrics.socketsOpen.inc({ endpoint, role: attributes.role })
     this.log.info({ endpoint, role: attributes.role, userId: attributes.userId, connectionId: connection.id }, 'socket open')
-    // `connected` goes out once the bus delivers this socket's topics: nothing after it is missed.
+    this.register(connection, principal)
+    return connection
+  }
+
+  /** Indexes the socket and, once the bus delivers its topics, says `connected`: nothing after it is missed. */
+  private register (connection: Connection, principal: Principal): void {
     this.hub.add(connection).then(() => this.welcome(connection, principal), (error: unknown) => {
       this.log.error({ err: error, connectionId: connection.id }, 'socket registration failed')
     })
-    return connection
   }
 
   /**
