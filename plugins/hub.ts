@@ -16,10 +16,14 @@ export default fp(async (app) => {
     : new Webhook(config.WEBHOOK_URL, config.WEBHOOK_TOKEN, config.WEBHOOK_TIMEOUT_MS, metrics)
   const hub = new Hub(bus, metrics, log)
   const publisher = new Publisher(bus, chatLog, metrics, { timeoutMs: config.PUBLISH_TIMEOUT_MS, rememberMessages: webhook === null })
-  const frames = new FrameHandler(new ClientEvents(publisher, chatLog, webhook), metrics, log)
+  const frames = new FrameHandler(new ClientEvents(publisher, chatLog, webhook), metrics, log, {
+    maxJsonDepth: config.MAX_JSON_DEPTH,
+    queueMax: config.CLIENT_QUEUE_MAX
+  })
   const sessions = new SocketSessions(hub, presence, publisher, frames, app.verifyToken, metrics, log, {
     allowedOrigins: config.allowedOrigins,
     pingIntervalMs: config.PING_INTERVAL_MS,
+    maxConnectionsPerIp: config.MAX_CONNECTIONS_PER_IP,
     limits: {
       maxBufferedBytes: config.MAX_BUFFERED_BYTES,
       ratePerSecond: config.RATE_LIMIT_PER_SEC,

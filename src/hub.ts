@@ -6,6 +6,7 @@ import { admits, Topic, type Audience } from './routing.js'
 import { SocketIndex, type Sockets } from './socket-index.js'
 
 export interface HubLogger {
+  info: (object: object, message: string) => void
   warn: (object: object, message: string) => void
   error: (object: object, message: string) => void
 }
