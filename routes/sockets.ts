@@ -13,7 +13,8 @@ function socketRequest (request: FastifyRequest): SocketRequest {
   return {
     token: typeof query.token === 'string' ? query.token : bearer,
     origin: request.headers.origin,
-    requestedChat: typeof query.chat === 'string' ? query.chat : undefined
+    requestedChat: typeof query.chat === 'string' ? query.chat : undefined,
+    address: request.ip
   }
 }
 

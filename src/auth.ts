@@ -23,6 +23,8 @@ export interface Principal {
   role: string
   chatUuid?: string
   sources?: SourcesFilter
+  /** `exp` in ms since epoch: an open socket is closed with 4401 then. */
+  expiresAt: number
   /** The raw sources claim, echoed by /online-users. */
   sourcesClaim: { widgets: readonly string[], departments: ReadonlyArray<string | number> }
   user: User
@@ -31,10 +33,13 @@ export interface Principal {
 /** Why a socket is refused: the close code and a reason safe to show (never the token). */
 export class SocketAuthError extends Error {
   override name = 'SocketAuthError'
-  constructor (readonly closeCode: number, message: string) {
+  /** `reason`: a fixed label for metrics (relay_sockets_refused_total). */
+  constructor (readonly closeCode: number, message: string, readonly reason: RefusalReason = closeCode === CloseCode.forbidden ? 'forbidden' : 'token') {
     super(message)
   }
 }
+
+export type RefusalReason = 'token' | 'forbidden' | 'origin' | 'draining' | 'ip_cap' | 'user_cap'
 
 /** Verifies socket JWTs with exactly the configured algorithm; `exp` is required. */
 export function createTokenVerifier (config: Pick<Config, 'jwtAlgorithm' | 'jwtKey'>): (token: string) => Principal {
@@ -54,8 +59,9 @@ export function createTokenVerifier (config: Pick<Config, 'jwtAlgorithm' | 'jwtK
       throw new SocketAuthError(CloseCode.badToken, reason)
     }
     if (!claimsCheck.Check(payload)) {
+      // The path names a claim of our schema; the claim's value is never echoed.
       const first = claimsCheck.Errors(payload)[0]
-      throw new SocketAuthError(CloseCode.badToken, `invalid token claims: ${first?.instancePath ?? ''} ${first?.message ?? ''}`.trim())
+      throw new SocketAuthError(CloseCode.badToken, `invalid token claims: ${first?.instancePath.slice(1, 40) ?? ''}`.trim())
     }
     return principalOf(payload)
   }
@@ -71,6 +77,7 @@ function principalOf (claims: Claims): Principal {
   const principal: Principal = {
     userId,
     role: claims.role,
+    expiresAt: claims.exp * 1000,
     sourcesClaim: { widgets: widgets ?? NONE, departments: departments ?? NONE },
     user: claims.user ?? { id: /^\d+$/.test(userId) ? Number(userId) : userId, role: claims.role }
   }
@@ -91,7 +98,7 @@ export function authorize (endpoint: 'chat' | 'broadcast', principal: Principal,
     return
   }
   if (principal.role !== Role.operator && principal.role !== Role.customer) {
-    throw new SocketAuthError(CloseCode.forbidden, `role ${principal.role} may not join a chat`)
+    throw new SocketAuthError(CloseCode.forbidden, 'role may not join a chat')
   }
   if (principal.chatUuid === undefined) throw new SocketAuthError(CloseCode.forbidden, 'token has no chat claim')
   if (requestedChat !== undefined && requestedChat !== principal.chatUuid) {

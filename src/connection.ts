@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Socket } from 'node:net'
 import WebSocket from 'ws'
+import { truncateUtf8 } from './json.js'
 import { CloseCode, type ServerFrame, type User } from './protocol.js'
 import type { SocketAttributes } from './routing.js'
 
@@ -13,6 +14,8 @@ export interface ConnectionLimits {
 
 const STRIKE_WINDOW_MS = 10_000
 const CLOSE_GRACE_MS = 1_000
+/** RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code. */
+const MAX_CLOSE_REASON_BYTES = 123
 const TEXT = { binary: false } as const
 
 /** What the fast send path reads of a `ws` WebSocket (ws 8): its TCP socket and its sender's state. */
@@ -68,6 +71,8 @@ export class Connection {
   #corkedBytes = 0
   /** Frames not written because the socket was already closing (reported in its close log line). */
   droppedWhileClosing = 0
+  /** When its token expires (ms since epoch): the socket is closed with 4401 then. */
+  expiresAt = Infinity
   /** Its presence hello (set once `connected` is sent), so its goodbye never overtakes it. */
   announced: Promise<void> | undefined
 
@@ -146,12 +151,7 @@ export class Connection {
   close (code: number, reason: string): void {
     if (this.closeCode !== undefined) return
     this.closeCode = code
-    const socket = this.socket
-    if (socket.readyState === WebSocket.CLOSED) return
-    socket.close(code, reason)
-    const timer = setTimeout(() => socket.terminate(), CLOSE_GRACE_MS)
-    timer.unref()
-    socket.once('close', () => clearTimeout(timer))
+    closeSocket(this.socket, code, reason)
   }
 
   /** Token bucket: true when a client event may proceed now. */
@@ -175,6 +175,18 @@ export class Connection {
     allowance.strikes += 1
     return allowance.strikes >= this.limits.abuseStrikes
   }
+}
+
+/**
+ * Closes a socket with a code and a reason (cut to the 123 bytes a close frame carries), and terminates
+ * it if the peer has not completed the handshake within a grace: a silent peer never holds a descriptor.
+ */
+export function closeSocket (socket: WebSocket, code: number, reason: string, graceMs = CLOSE_GRACE_MS): void {
+  if (socket.readyState === WebSocket.CLOSED) return
+  socket.close(code, truncateUtf8(reason, MAX_CLOSE_REASON_BYTES))
+  const timer = setTimeout(() => socket.terminate(), graceMs)
+  timer.unref()
+  socket.once('close', () => clearTimeout(timer))
 }
 
 /** A client's token bucket (full when made) and its strikes within the current window. */

@@ -1,5 +1,12 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
+/** Close codes counted by their number; any other (a peer may send any) is `other`, so labels stay few. */
+const KNOWN_CLOSE_CODES = new Set([1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 4401, 4403, 4429])
+
+export function closeCodeLabel (code: number): string {
+  return KNOWN_CLOSE_CODES.has(code) ? String(code) : 'other'
+}
+
 /** Every number the relay exposes on /metrics, on a registry of its own (several apps per test process). */
 export function createMetrics (options: { defaults?: boolean } = {}) {
   const registry = new Registry()

@@ -1,9 +1,10 @@
 import type { RawData, WebSocket } from 'ws'
 import { authorize, SocketAuthError, type Principal } from './auth.js'
-import { Connection, type ConnectionHooks, type ConnectionLimits } from './connection.js'
+import { closeSocket, Connection, type ConnectionHooks, type ConnectionLimits } from './connection.js'
+import { ExpiryWheel } from './expiry.js'
 import type { FrameHandler } from './frame-handler.js'
 import type { Hub } from './hub.js'
-import type { Metrics } from './metrics.js'
+import { closeCodeLabel, type Metrics } from './metrics.js'
 import type { Departure, Presence } from './presence.js'
 import { CloseCode } from './protocol.js'
 import type { Publisher } from './publisher.js'
@@ -20,12 +21,16 @@ export interface SocketRequest {
   origin: string | undefined
   /** A `chat` query parameter, if the client named one; it must match the token's claim. */
   requestedChat: string | undefined
+  /** The peer's address (per-address cap). */
+  address: string | undefined
 }
 
 export interface SessionOptions {
   limits: ConnectionLimits
   allowedOrigins: string[] | null
   pingIntervalMs: number
+  /** Open sockets per peer address on this node; 0: no cap. */
+  maxConnectionsPerIp: number
 }
 
 /**
@@ -37,6 +42,11 @@ export class SocketSessions {
   /** Goodbyes still publishing: a drain waits for them before the bus closes. */
   readonly #goodbyes = new Set<Promise<void>>()
   readonly #pingTimer: NodeJS.Timeout
+  /** Closes sockets with 4401 when their token expires. */
+  readonly #expiry = new ExpiryWheel((connection) => connection.close(CloseCode.badToken, 'token expired'))
+  /** Open sockets per peer address, and each socket's address (only while a cap is set). */
+  readonly #perAddress = new Map<string, number>()
+  readonly #addressOf = new Map<Connection, string>()
   /** The listeners of every socket (see `listen`). */
   readonly #listeners = listenersOf(this)
   /** Shared by every connection: what it reports lands in metrics and logs. */
@@ -75,11 +85,7 @@ export class SocketSessions {
       principal = this.admit(endpoint, request)
     } catch (error) {
       const refusal = error instanceof SocketAuthError ? error : new SocketAuthError(CloseCode.badToken, 'invalid token')
-      this.metrics.socketsClosed.inc({ endpoint, code: String(refusal.closeCode) })
-      this.log.info({ endpoint, code: refusal.closeCode, reason: refusal.message }, 'socket refused')
-      // A refused socket's error (a peer gone before the close handshake) changes nothing: the refusal is counted.
-      socket.on('error', (error) => this.log.info({ endpoint, err: error }, 'refused socket error'))
-      socket.close(refusal.closeCode, refusal.message)
+      this.refuse(endpoint, socket, refusal)
       return undefined
     }
     const attributes: SocketAttributes = {
@@ -91,6 +97,9 @@ export class SocketSessions {
     if (endpoint === 'chat' && principal.chatUuid !== undefined) attributes.chatUuid = principal.chatUuid
     if (endpoint === 'broadcast' && principal.sources !== undefined) attributes.sources = principal.sources
     const connection = new Connection(socket, attributes, principal.user, this.options.limits, this.#hooks)
+    connection.expiresAt = principal.expiresAt
+    this.#expiry.add(connection)
+    if (this.options.maxConnectionsPerIp > 0 && request.address !== undefined) this.countAddress(connection, request.address)
     this.listen(connection)
 
     this.metrics.socketsOpen.inc({ endpoint, role: attributes.role })
@@ -135,11 +144,28 @@ export class SocketSessions {
     }).then(() => { connection.announced = ANNOUNCED })
   }
 
+  /**
+   * Closes a socket that was never admitted, with a short grace for the close handshake: a flood of
+   * refused upgrades must not hold file descriptors for ws's 30 s close timeout.
+   */
+  private refuse (endpoint: 'chat' | 'broadcast', socket: WebSocket, refusal: SocketAuthError): void {
+    this.metrics.socketsClosed.inc({ endpoint, code: closeCodeLabel(refusal.closeCode) })
+    this.metrics.socketsRefused.inc({ reason: refusal.reason })
+    this.log.info({ endpoint, code: refusal.closeCode, reason: refusal.message }, 'socket refused')
+    // A refused socket's error (a peer gone before the close handshake) changes nothing: the refusal is counted.
+    socket.on('error', (error) => this.log.info({ endpoint, err: error }, 'refused socket error'))
+    closeSocket(socket, refusal.closeCode, refusal.message)
+  }
+
   private admit (endpoint: 'chat' | 'broadcast', request: SocketRequest): Principal {
-    if (this.#draining) throw new SocketAuthError(CloseCode.restarting, 'server restarting')
+    if (this.#draining) throw new SocketAuthError(CloseCode.restarting, 'server restarting', 'draining')
+    const cap = this.options.maxConnectionsPerIp
+    if (cap > 0 && request.address !== undefined && (this.#perAddress.get(request.address) ?? 0) >= cap) {
+      throw new SocketAuthError(CloseCode.abuse, 'too many connections from this address', 'ip_cap')
+    }
     const origins = this.options.allowedOrigins
     if (origins !== null && (request.origin === undefined || !origins.includes(request.origin))) {
-      throw new SocketAuthError(CloseCode.forbidden, 'origin not allowed')
+      throw new SocketAuthError(CloseCode.forbidden, 'origin not allowed', 'origin')
     }
     if (request.token === undefined || request.token === '') throw new SocketAuthError(CloseCode.badToken, 'missing token')
     const principal = this.verifyToken(request.token)
@@ -167,13 +193,29 @@ export class SocketSessions {
     }, 'presence')
   }
 
+  private countAddress (connection: Connection, address: string): void {
+    this.#addressOf.set(connection, address)
+    this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1)
+  }
+
+  private uncountAddress (connection: Connection): void {
+    const address = this.#addressOf.get(connection)
+    if (address === undefined) return
+    this.#addressOf.delete(connection)
+    const left = (this.#perAddress.get(address) ?? 1) - 1
+    if (left > 0) this.#perAddress.set(address, left)
+    else this.#perAddress.delete(address)
+  }
+
   /** `peerCode` is what the peer answered (1006 if it never did); the relay's own code wins. */
   closed (connection: Connection, peerCode: number): void {
     const { attributes } = connection
     const code = connection.closeCode ?? peerCode
     this.hub.remove(connection)
+    this.#expiry.remove(connection)
+    this.uncountAddress(connection)
     this.metrics.socketsOpen.dec({ endpoint: attributes.endpoint, role: attributes.role })
-    this.metrics.socketsClosed.inc({ endpoint: attributes.endpoint, code: String(code) })
+    this.metrics.socketsClosed.inc({ endpoint: attributes.endpoint, code: closeCodeLabel(code) })
     this.log.info({
       endpoint: attributes.endpoint, role: attributes.role, userId: attributes.userId, connectionId: connection.id, code, droppedWhileClosing: connection.droppedWhileClosing
     }, 'socket closed')
@@ -248,6 +290,7 @@ export class SocketSessions {
   async close (): Promise<void> {
     this.#draining = true
     clearInterval(this.#pingTimer)
+    this.#expiry.stop()
     const open = [...this.hub.connections()]
     for (const connection of open) connection.close(CloseCode.restarting, 'server restarting')
     await this.settle(open)
@@ -269,13 +312,14 @@ const CONNECTION = Symbol('connection')
 type SessionSocket = WebSocket & { [CONNECTION]: Connection }
 
 function listenersOf (sessions: SocketSessions): {
-  message: (this: WebSocket, raw: RawData) => void
+  message: (this: WebSocket, raw: RawData, isBinary: boolean) => void
   pong: (this: WebSocket) => void
   error: (this: WebSocket, error: Error) => void
   close: (this: WebSocket, code: number) => void
 } {
   return {
-    message (raw) { sessions.frames.onMessage((this as SessionSocket)[CONNECTION], raw) },
+    // FrameHandler catches its own errors; the rest cannot throw but are guarded all the same.
+    message (raw, isBinary) { sessions.frames.onMessage((this as SessionSocket)[CONNECTION], raw, isBinary) },
     pong () { (this as SessionSocket)[CONNECTION].alive = true },
     error (error) {
       const connection = (this as SessionSocket)[CONNECTION]
@@ -283,7 +327,13 @@ function listenersOf (sessions: SocketSessions): {
       connection.closeCode ??= protocolCloseCode(error)
       sessions.log.warn({ err: error, connectionId: connection.id }, 'socket error')
     },
-    close (code) { sessions.closed((this as SessionSocket)[CONNECTION], code) }
+    close (code) {
+      try {
+        sessions.closed((this as SessionSocket)[CONNECTION], code)
+      } catch (error) {
+        sessions.log.error({ err: error }, 'socket close handling failed')
+      }
+    }
   }
 }
 
