@@ -13,6 +13,7 @@ import ingestRoutes from './routes/ingest.js'
 import socketRoutes from './routes/sockets.js'
 import { BusUnavailableError } from './src/bus.js'
 import type { Config } from './src/config.js'
+import { nestedDeeperThan } from './src/json.js'
 import { logRedaction } from './src/log-redaction.js'
 
 export interface BuildOptions {
@@ -31,6 +32,19 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
   app.setValidatorCompiler(TypeBoxValidatorCompiler)
   // Ingest is JSON only: anything else is 415.
   app.removeContentTypeParser('text/plain')
+  // JSON nested past MAX_JSON_DEPTH is refused before it is parsed: it would overflow the stack later.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (nestedDeeperThan(body as string, config.MAX_JSON_DEPTH)) {
+      const error = Object.assign(new Error(`body nested deeper than ${config.MAX_JSON_DEPTH} levels`), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' })
+      done(error, undefined)
+      return
+    }
+    parseJson(request, body as string, done)
+  })
+  // Off by default: behind a load balancer the node's own bound is the balancer's business.
+  if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error instanceof BusUnavailableError) {

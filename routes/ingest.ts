@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import {
-  AssignedChat, Chat, GlobalBody, HttpError, MessageBody, OnlineUser, Ok, OperatorsBody
+  AssignedChat, Chat, GlobalBody, HttpError, MessageBody, OnlineUser, Ok, OperatorsBody, unroutableField
 } from '../src/protocol.js'
 import '../plugins/types.js'
 
@@ -24,8 +24,9 @@ const ingest: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { message, event = 'message_added' } = request.body
-    if (message.type === 'system' && (typeof message.type_role !== 'string' || message.type_role === '')) {
-      throw Object.assign(new Error('body/message/type_role is required for system messages'), { statusCode: 400, code: 'FST_ERR_VALIDATION' })
+    const missing = unroutableField(message)
+    if (missing !== undefined) {
+      throw Object.assign(new Error(`body/message/${missing} is required for ${message.type} messages`), { statusCode: 400, code: 'FST_ERR_VALIDATION' })
     }
     await app.publisher.publish({ kind: 'message', event, message }, 'message')
     return { ok: true as const }

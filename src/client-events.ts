@@ -3,11 +3,13 @@ import type { ChatLog } from './chat-log.js'
 import type { Connection } from './connection.js'
 import { ErrorCode, type ClientFrame, type Message, type MessageStatus } from './protocol.js'
 import type { Publisher } from './publisher.js'
+import { chatSocketReceives, type RelayEvent } from './routing.js'
 import { WebhookError, type Webhook } from './webhook.js'
 
 type SendMessage = Extract<ClientFrame, { type: 'send_message' }>
 type MarkFrame = Extract<ClientFrame, { type: 'mark_message_delivered' | 'mark_message_read' }>
 type TypingFrame = Extract<ClientFrame, { type: 'update_typing' }>
+type MessageEvent = Extract<RelayEvent, { kind: 'message' }>
 
 const statusRank: Record<MessageStatus, number> = { new: 0, delivered: 1, read: 2 }
 
@@ -62,10 +64,10 @@ export class ClientEvents {
       connection.sendFrame({ type: 'message_not_added', data: answer })
     }
     try {
-      const message = this.webhook === null
+      const event: MessageEvent | undefined = this.webhook === null
         ? await this.createMessage(connection, frame)
-        : await this.forward(connection, frame)
-      if (message !== undefined) await this.publisher.publish({ kind: 'message', event: 'message_added', message }, 'send_message')
+        : await this.forwarded(connection, frame, 'message_added')
+      if (event !== undefined) await this.publisher.publish(event, 'send_message')
     } catch (error) {
       if (error instanceof WebhookError) return notAdded(error.reason)
       if (error instanceof BusUnavailableError) return notAdded(ErrorCode.unavailable)
@@ -73,7 +75,8 @@ export class ClientEvents {
     }
   }
 
-  private async createMessage (connection: Connection, frame: SendMessage): Promise<Message> {
+  /** A message made by the relay; consoles see it by the chat's remembered scope (unknown: unfiltered only). */
+  private async createMessage (connection: Connection, frame: SendMessage): Promise<MessageEvent> {
     const chatUuid = this.chatUuid(connection)
     const index = await this.chatLog.nextIndex(chatUuid)
     const scope = await this.chatLog.scopeOf(chatUuid)
@@ -94,10 +97,12 @@ export class ClientEvents {
     }
     const clientMessageId = frame.data.client_message_id
     // Extra fields pass through the wire untouched: the sender matches its optimistic copy by this id.
-    return clientMessageId === undefined ? message : Object.assign(message, { client_message_id: clientMessageId })
+    if (clientMessageId !== undefined) Object.assign(message, { client_message_id: clientMessageId })
+    return { kind: 'message', event: 'message_added', message, scope }
   }
 
-  private async forward (connection: Connection, frame: ClientFrame): Promise<Message | undefined> {
+  /** The backend's answer to a forwarded client event, as the event to publish (none: it publishes itself). */
+  private async forwarded (connection: Connection, frame: ClientFrame, event: MessageEvent['event']): Promise<MessageEvent | undefined> {
     if (this.webhook === null) return undefined
     const result = await this.webhook.call({
       event: frame.type,
@@ -105,7 +110,7 @@ export class ClientEvents {
       user: connection.user,
       data: frame.data
     })
-    return result.outcome === 'message' ? result.message : undefined
+    return result.outcome === 'message' ? { kind: 'message', event, message: result.message } : undefined
   }
 
   private async mark (connection: Connection, frame: MarkFrame): Promise<void> {
@@ -113,11 +118,11 @@ export class ClientEvents {
       connection.sendFrame({ type: 'error', data: { code, message } })
     }
     try {
-      const message = this.webhook === null
+      const event = this.webhook === null
         ? await this.markedMessage(connection, frame)
-        : await this.forward(connection, frame)
-      if (message === null) return fail(ErrorCode.messageNotFound, `message ${frame.data.message_id} is not known in this chat`)
-      if (message !== undefined) await this.publisher.publish({ kind: 'message', event: 'message_updated', message }, frame.type)
+        : await this.forwarded(connection, frame, 'message_updated')
+      if (event === null) return fail(ErrorCode.messageNotFound, `message ${frame.data.message_id} is not known in this chat`)
+      if (event !== undefined) await this.publisher.publish(event, frame.type)
     } catch (error) {
       if (error instanceof WebhookError) return fail(ErrorCode.webhookFailed, `${frame.type} failed: ${error.reason}`)
       if (error instanceof BusUnavailableError) return fail(ErrorCode.unavailable, `${frame.type} not published: bus unavailable`)
@@ -125,13 +130,19 @@ export class ClientEvents {
     }
   }
 
-  /** The known message with its status raised (never lowered); null when the relay never saw it. */
-  private async markedMessage (connection: Connection, frame: MarkFrame): Promise<Message | null> {
-    const known = await this.chatLog.find(this.chatUuid(connection), frame.data.message_id)
-    if (known === undefined) return null
+  /**
+   * The known message with its status raised (never lowered); null when the relay never saw it or the
+   * sender could not have received it (a customer never marks a note it was never sent).
+   */
+  private async markedMessage (connection: Connection, frame: MarkFrame): Promise<MessageEvent | null> {
+    const chatUuid = this.chatUuid(connection)
+    const known = await this.chatLog.find(chatUuid, frame.data.message_id)
+    if (known === undefined || !chatSocketReceives(known, connection.attributes)) return null
     const status: MessageStatus = frame.type === 'mark_message_read' ? 'read' : 'delivered'
     const current = known.status ?? 'new'
-    return { ...known, status: statusRank[status] > statusRank[current] ? status : current }
+    const message = { ...known, status: statusRank[status] > statusRank[current] ? status : current }
+    // The remembered scope knows at least what the message's chat said (remembering it merged it in).
+    return { kind: 'message', event: 'message_updated', message, scope: await this.chatLog.scopeOf(chatUuid) }
   }
 
   private async typing (connection: Connection, frame: TypingFrame): Promise<void> {

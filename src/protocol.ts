@@ -56,6 +56,12 @@ export const Message = Type.Object({
   attachments: Type.Optional(Type.Array(Attachment))
 }, { ...open, $id: 'Message' })
 
+/** What the schema cannot say: the field a message lacks to be routable (POST /message and webhook answers). */
+export function unroutableField (message: Message): string | undefined {
+  if (message.type === 'system' && (typeof message.type_role !== 'string' || message.type_role === '')) return 'type_role'
+  return undefined
+}
+
 export const Operator = Type.Object({ ...User.properties }, { ...open, $id: 'Operator' })
 
 export const Sources = Type.Object({

@@ -150,6 +150,11 @@ export function planDeliveries (event: RelayEvent): Delivery[] {
   }
 }
 
+/** Whether a `/chat` socket is one the routing table sends this message to (what it may mark). */
+export function chatSocketReceives (message: Message, socket: SocketAttributes): boolean {
+  return messageDeliveries('message_updated', message).some(({ audience }) => audience.scope === 'chat' && admits(audience, socket))
+}
+
 /** Whether a `/broadcast` session's sources admit a chat (a missing side filters nothing). */
 export function sourcesAdmit (sources: SourcesFilter | undefined, chat: ChatScope): boolean {
   if (sources === undefined) return true

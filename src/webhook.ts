@@ -1,6 +1,7 @@
 import { Compile } from 'typebox/compile'
 import type { Metrics } from './metrics.js'
-import { Message, type User } from './protocol.js'
+import { nestedDeeperThan } from './json.js'
+import { Message, unroutableField, type User } from './protocol.js'
 
 /** Forwards a client event to the backend and reads back the message it created, if any. */
 export interface WebhookRequest {
@@ -21,6 +22,9 @@ export class WebhookError extends Error {
 }
 
 const messageCheck = Compile(Message)
+/** An answer carries one message: these bound what the relay parses and serializes again. */
+const MAX_ANSWER_CHARS = 1024 * 1024
+const MAX_ANSWER_DEPTH = 32
 
 export class Webhook {
   constructor (
@@ -66,6 +70,8 @@ export class Webhook {
     }
     if (!response.ok) throw new WebhookError('webhook_status', `webhook answered ${response.status}`)
     if (body.trim() === '') return { outcome: 'accepted' }
+    if (body.length > MAX_ANSWER_CHARS) throw new WebhookError('webhook_invalid_response', `webhook answer longer than ${MAX_ANSWER_CHARS} characters`)
+    if (nestedDeeperThan(body, MAX_ANSWER_DEPTH)) throw new WebhookError('webhook_invalid_response', `webhook answer nested deeper than ${MAX_ANSWER_DEPTH} levels`)
     let parsed: unknown
     try {
       parsed = JSON.parse(body)
@@ -79,6 +85,8 @@ export class Webhook {
       const first = messageCheck.Errors(parsed.message)[0]
       throw new WebhookError('webhook_invalid_response', `webhook message is invalid: ${first?.instancePath ?? ''} ${first?.message ?? ''}`.trim())
     }
+    const missing = unroutableField(parsed.message)
+    if (missing !== undefined) throw new WebhookError('webhook_invalid_response', `webhook message has no ${missing}: it would reach nobody`)
     return { outcome: 'message', message: parsed.message }
   }
 }
