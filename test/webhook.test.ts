@@ -130,3 +130,35 @@ t.test('update_typing is never sent to the backend', async (t) => {
   t.equal((await operator.next('typing_updated')).data.text, 'typing…')
   t.equal(hook.calls.length, 0)
 })
+
+t.test('a webhook system message without type_role reaches nobody: the sender gets message_not_added', async (t) => {
+  const hook = await backend(t, (call, response) => {
+    const message = messageOf(chatOf(call.body.chat.uuid), { type: 'system', type_role: null })
+    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ message }))
+  })
+  const relay = await relayWith(t, hook.url)
+  const sender = await join(relay.wsUrl, '/chat', { token: customerToken(1, 'c1') })
+  t.teardown(() => closeAll(sender))
+  sender.send({ type: 'send_message', data: { text: 'hi', client_message_id: 'sys' } })
+  t.same((await sender.next('message_not_added')).data, { reason: 'webhook_invalid_response', text: 'hi', client_message_id: 'sys' })
+})
+
+t.test('a slow webhook: queued events are bounded per socket, and a closed socket\'s queue never reaches the backend', async (t) => {
+  const held: ServerResponse[] = []
+  const hook = await backend(t, (_call, response) => { held.push(response) })
+  const relay = await startRelay(t, { WEBHOOK_URL: hook.url, WEBHOOK_TOKEN: 'hook-secret', WEBHOOK_TIMEOUT_MS: '10000', CLIENT_QUEUE_MAX: '4' })
+  const sender = await join(relay.wsUrl, '/chat', { token: customerToken(1, 'c1') })
+  t.teardown(() => { closeAll(sender); for (const response of held) response.destroy() })
+  for (let index = 0; index < 6; index++) sender.send({ type: 'send_message', data: { text: `m${index}` } })
+  await sender.waitFor(() => sender.ofType('error').length === 2)
+  t.same(sender.ofType('error').map((f) => f.data.code), ['rate_limited', 'rate_limited'], 'the 5th and 6th frames are refused')
+  await t.resolves(async () => { while (hook.calls.length < 1) await new Promise((resolve) => setTimeout(resolve, 10)) })
+  sender.socket.terminate()
+  await sender.closed
+  // The first call is answered only now: the three queued behind it belong to a gone client.
+  for (const response of held) response.writeHead(204).end()
+  const dropped = async (): Promise<string> => await relay.app.metrics.registry.getSingleMetricAsString('relay_client_events_dropped_total')
+  await t.resolves(async () => { while (!/socket_closed"} 3/.test(await dropped())) await new Promise((resolve) => setTimeout(resolve, 10)) })
+  t.equal(hook.calls.length, 1, 'only the event in flight when the client left was sent')
+  t.match(await dropped(), /queue_full"} 2/)
+})
