@@ -68,8 +68,12 @@ export class RelayProcess {
   readonly #waiters = new Set<LineWaiter>()
   readonly child: ChildProcess
 
-  constructor (t: Tap, server: string, env: Record<string, string>) {
-    this.child = spawn(process.execPath, [server], {
+  /** `openFiles`: the child's `ulimit -n` (file descriptors), to attack it at a low limit. */
+  constructor (t: Tap, server: string, env: Record<string, string>, options: { openFiles?: number } = {}) {
+    const [command, args] = options.openFiles === undefined
+      ? [process.execPath, [server]]
+      : ['bash', ['-c', `ulimit -n ${options.openFiles} && exec "$0" "$1"`, process.execPath, server]]
+    this.child = spawn(command, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', ...env },
       stdio: ['ignore', 'pipe', 'pipe']

@@ -1,0 +1,101 @@
+import { connect as tcpConnect, type Socket } from 'node:net'
+import t from 'tap'
+import { closeAll, connect, join, type TestClient } from './helpers/client.js'
+import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
+import { customerToken, JWT_SECRET, operatorToken, type Tap } from './helpers/relay.js'
+import { chatOf, messageOf } from './helpers/routing-suite.js'
+
+/**
+ * The relay attacked as a real process, the way the hardening issue found it breakable: each attack
+ * runs while other users are served, and the process must stay up and keep serving them.
+ */
+const API_TOKEN = 'attack-test-api-token'
+
+let server: string
+t.before(async () => {
+  server = await buildRelay(t)
+})
+
+interface Target { relay: RelayProcess, httpUrl: string, wsUrl: string }
+
+async function startTarget (t: Tap, env: Record<string, string> = {}, openFiles?: number): Promise<Target> {
+  const port = await freePort()
+  const relay = new RelayProcess(t, server, {
+    NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', API_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn', ...env
+  }, openFiles === undefined ? {} : { openFiles })
+  const httpUrl = `http://127.0.0.1:${port}`
+  await waitUntil(async () => await healthy(httpUrl), 30_000, `relay on ${port} up:\n${relay.output}`)
+  return { relay, httpUrl, wsUrl: `ws://127.0.0.1:${port}` }
+}
+
+async function healthy (httpUrl: string): Promise<boolean> {
+  try {
+    return (await fetch(`${httpUrl}/health`, { signal: AbortSignal.timeout(1000) })).status === 200
+  } catch {
+    return false
+  }
+}
+
+async function waitUntil (check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}
+
+async function post (target: Target, path: string, body: unknown): Promise<number> {
+  const response = await fetch(`${target.httpUrl}${path}`, {
+    method: 'POST', headers: { 'api-token': API_TOKEN, 'content-type': 'application/json' }, body: JSON.stringify(body)
+  })
+  return response.status
+}
+
+/** A bystander conversation: an operator in chat `chat` must keep getting what the backend posts. */
+async function stillServed (t: Tap, target: Target, operator: TestClient, chat: string, text: string): Promise<void> {
+  t.equal(await post(target, '/message', { message: messageOf(chatOf(chat), { text }) }), 200, `POST ${text}`)
+  await operator.waitFor((f) => f.type === 'message_added' && f.data.message.text === text, 5000, text)
+}
+
+t.test('the crash frame: a type nested 4,500 levels deep is refused and the process stays up', async (t) => {
+  const target = await startTarget(t)
+  const operator = await join(target.wsUrl, '/chat', { token: operatorToken(9, { chat: 'bystander' }) })
+  const attacker = await join(target.wsUrl, '/chat', { token: customerToken(1, 'c1') })
+  t.teardown(() => closeAll(operator, attacker))
+  const frame = `{"type": ${'['.repeat(4500)}${']'.repeat(4500)}}`
+  t.ok(frame.length > 9000, `${frame.length} bytes`)
+  for (let round = 0; round < 25; round++) attacker.send(frame)
+  t.equal((await attacker.next('error')).data.code, 'invalid_payload')
+  t.equal((await attacker.closed).code, 4429, 'the attacker is closed for abuse after its strikes')
+  await stillServed(t, target, operator, 'bystander', 'after the crash frame')
+  t.equal(target.relay.child.exitCode, null, 'the process is alive')
+  t.notMatch(target.relay.output, /RangeError|fatal error/)
+})
+
+t.test('a flood of refused upgrades at ulimit -n 128 leaves the node serving within seconds', async (t) => {
+  const target = await startTarget(t, {}, 128)
+  const operator = await join(target.wsUrl, '/chat', { token: operatorToken(9, { chat: 'bystander' }) })
+  t.teardown(() => closeAll(operator))
+  const url = new URL(target.wsUrl)
+  // Upgrades without a token whose peers never answer the close: each held a descriptor for 30 s.
+  const flood: Socket[] = []
+  t.teardown(() => { for (const socket of flood) socket.destroy() })
+  const answered = Array.from({ length: 400 }, async () => await new Promise<void>((resolve) => {
+    const socket = tcpConnect(Number(url.port), url.hostname)
+    flood.push(socket)
+    socket.on('error', () => resolve())
+    socket.once('close', () => resolve())
+    socket.once('connect', () => socket.write('GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'))
+  }))
+  const start = Date.now()
+  await Promise.race([Promise.all(answered), new Promise((resolve) => setTimeout(resolve, 15_000))])
+  const cleared = Date.now() - start
+  t.ok(cleared < 10_000, `every flooding connection was cut after ${cleared} ms (before the fix: ~31 s)`)
+  await waitUntil(async () => await healthy(target.httpUrl), 5000, '/health after the flood')
+  const fresh = await join(target.wsUrl, '/chat', { token: customerToken(2, 'bystander') })
+  t.teardown(() => closeAll(fresh))
+  await stillServed(t, target, operator, 'bystander', 'after the flood')
+  t.equal(target.relay.child.exitCode, null, 'the process is alive')
+  void connect
+})
