@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
-# Build stage: dev dependencies and the TypeScript compiler.
+# Build stage: dev dependencies and the TypeScript compiler. `npm ci` would run `prepare` (the build)
+# before the sources are here: --ignore-scripts, then one `npm run build` once they are.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json app.ts server.ts ./
 COPY src ./src
 COPY plugins ./plugins
@@ -15,7 +16,9 @@ FROM node:20-bookworm-slim
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=4000
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+# --ignore-scripts: `prepare` builds, and this stage has neither tsc nor sources (dist/ comes from the
+# build stage); no production dependency has an install script.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 USER node
 EXPOSE 4000
