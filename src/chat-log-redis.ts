@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis'
 import { BusUnavailableError } from './bus.js'
-import type { ChatLog } from './chat-log.js'
+import { chatLogDefaults, scopeChange, scopeOfRemembered, type ChatLog, type RememberedScope, type ScopeChange } from './chat-log.js'
 import type { Chat, Message } from './protocol.js'
 import { LuaScript } from './redis.js'
-import { chatScope, type ChatScope } from './routing.js'
+import type { ChatScope } from './routing.js'
 
 export interface RedisChatLogOptions {
   client: Redis
@@ -12,6 +12,10 @@ export interface RedisChatLogOptions {
   ttlSeconds?: number
   /** Recent messages kept per chat (the lowest ids go first). */
   messagesPerChat?: number
+  /** UTF-8 bytes of remembered message JSON over all chats (the least recently written chats go first). */
+  maxBytes?: number
+  /** update_typing relayed per user and chat per one-second window, over every node on this Redis. */
+  typingPerSecond?: number
 }
 
 const INCREMENT = new LuaScript(`
@@ -19,34 +23,120 @@ local next = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return next`)
 
-const REMEMBER = new LuaScript(`
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
-if excess > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[2], excess)
-  for index = 1, #popped, 2 do redis.call('HDEL', KEYS[1], popped[index]) end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+/** Merges a scope change into the chat's scope hash; each op is 'keep', 'set' or 'clear'. */
+const MERGE_SCOPE_FUNCTION = `
+local function merge_scope (key, ttl, widget_op, widget, department_op, department)
+  if widget_op == 'keep' and department_op == 'keep' then return end
+  redis.call('HSET', key, 'known', '1')
+  if widget_op == 'set' then redis.call('HSET', key, 'widget', widget)
+  elseif widget_op == 'clear' then redis.call('HDEL', key, 'widget') end
+  if department_op == 'set' then redis.call('HSET', key, 'department', department)
+  elseif department_op == 'clear' then redis.call('HDEL', key, 'department') end
+  redis.call('EXPIRE', key, ttl)
+end`
+
+const MERGE_SCOPE = new LuaScript(`${MERGE_SCOPE_FUNCTION}
+merge_scope(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1`)
 
 /**
- * The standalone-mode chat log shared by every node: `<prefix>chatlog:<chat>:counter` (INCR, so ids
- * strictly increase whichever node creates the message), `:messages` (hash by id) with `:order` (ids by
- * score, trimmed to a bound) and `:scope` (widget and department). Every key expires after a quiet TTL.
+ * KEYS: this chat's messages (hash id → JSON), order (ids by id), scope; then the chats by write
+ * sequence (zset), the bytes per chat (hash) and the total bytes. ARGV: id, JSON, per-chat bound, byte
+ * budget, TTL, the chat's key part, the key prefix, the scope ops. Bytes are HSTRLEN and #json: exact.
+ * Other chats' keys are derived here from the prefix (not Redis Cluster safe; a later issue).
+ */
+const REMEMBER = new LuaScript(`${MERGE_SCOPE_FUNCTION}
+local messages, order, chats, by_chat, total = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6]
+local id, json, ttl, chat, prefix = ARGV[1], ARGV[2], ARGV[5], ARGV[6], ARGV[7]
+
+local function forget_lowest (chat_messages, chat_order, member, count)
+  local popped = redis.call('ZPOPMIN', chat_order, count)
+  local freed = 0
+  for index = 1, #popped, 2 do
+    freed = freed + redis.call('HSTRLEN', chat_messages, popped[index])
+    redis.call('HDEL', chat_messages, popped[index])
+  end
+  if freed > 0 then
+    redis.call('HINCRBY', by_chat, member, -freed)
+    redis.call('DECRBY', total, freed)
+  end
+end
+
+-- A chat leaves the budget whole: its recorded bytes, and whatever is left of its keys.
+local function drop_chat (member)
+  local recorded = tonumber(redis.call('HGET', by_chat, member) or '0')
+  redis.call('DEL', prefix .. member .. ':messages', prefix .. member .. ':order')
+  redis.call('HDEL', by_chat, member)
+  redis.call('ZREM', chats, member)
+  if recorded ~= 0 then redis.call('DECRBY', total, recorded) end
+end
+
+-- Chats whose keys expired are the least recently written ones: forget their bytes, a few per write.
+for _ = 1, 16 do
+  local head = redis.call('ZRANGE', chats, 0, 0)[1]
+  if head == nil or redis.call('EXISTS', prefix .. head .. ':order') == 1 then break end
+  drop_chat(head)
+end
+if redis.call('EXISTS', order) == 0 then drop_chat(chat) end
+
+local previous = redis.call('HSTRLEN', messages, id)
+redis.call('HSET', messages, id, json)
+redis.call('ZADD', order, id, id)
+local delta = #json - previous
+redis.call('HINCRBY', by_chat, chat, delta)
+redis.call('INCRBY', total, delta)
+local excess = redis.call('ZCARD', order) - tonumber(ARGV[3])
+if excess > 0 then forget_lowest(messages, order, chat, excess) end
+
+local newest = redis.call('ZRANGE', chats, -1, -1, 'WITHSCORES')
+redis.call('ZADD', chats, (newest[2] and tonumber(newest[2]) or 0) + 1, chat)
+
+local budget = tonumber(ARGV[4])
+while tonumber(redis.call('GET', total) or '0') > budget do
+  local victim = redis.call('ZRANGE', chats, 0, 0)[1]
+  if victim == nil then
+    redis.call('DEL', total)
+    break
+  end
+  local victim_order = prefix .. victim .. ':order'
+  forget_lowest(prefix .. victim .. ':messages', victim_order, victim, 1)
+  if redis.call('ZCARD', victim_order) == 0 then drop_chat(victim) end
+end
+
+merge_scope(KEYS[3], ttl, ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+for _, key in ipairs({ messages, order, chats, by_chat, total }) do redis.call('EXPIRE', key, ttl) end
+return 1`)
+
+/** Counts this user's typing in the chat in a one-second window; nil when over, else the scope hash. */
+const TYPING = new LuaScript(`
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], 1000) end
+if count > tonumber(ARGV[1]) then return false end
+return redis.call('HGETALL', KEYS[2])`)
+
+/**
+ * The standalone-mode chat log shared by every node, under `<prefix>chatlog:`. Per chat (`<chat>:`):
+ * `counter` (INCR, so ids strictly increase whichever node creates the message), `messages` (hash by
+ * id) with `order` (ids by score, trimmed to a bound), `scope` (hash: `known`, `widget`, `department`),
+ * `typing:<user>` (a one-second counter). Over all chats: `chats` (zset by write sequence), `bytes-by-chat`
+ * (hash) and `bytes` (the total), so the budget evicts the least recently written chats first. Every key
+ * expires after a quiet TTL.
  */
 export class RedisChatLog implements ChatLog {
   readonly #client: Redis
   readonly #prefix: string
   readonly #ttlSeconds: number
   readonly #messagesPerChat: number
+  readonly #maxBytes: number
+  readonly #typingPerSecond: number
 
   constructor (options: RedisChatLogOptions) {
     this.#client = options.client
     this.#prefix = `${options.prefix}chatlog:`
     this.#ttlSeconds = options.ttlSeconds ?? 7 * 24 * 3600
-    this.#messagesPerChat = options.messagesPerChat ?? 500
+    this.#messagesPerChat = options.messagesPerChat ?? chatLogDefaults.messagesPerChat
+    this.#maxBytes = options.maxBytes ?? chatLogDefaults.maxBytes
+    this.#typingPerSecond = options.typingPerSecond ?? chatLogDefaults.typingPerSecond
   }
 
   async nextIndex (chatUuid: string): Promise<number> {
@@ -59,10 +149,15 @@ export class RedisChatLog implements ChatLog {
     const chatUuid = message.chat.uuid
     await this.#command('remember message', async () => await REMEMBER.run(
       this.#client,
-      [this.#key(chatUuid, 'messages'), this.#key(chatUuid, 'order')],
-      [message.id, JSON.stringify(message), this.#messagesPerChat, this.#ttlSeconds]
+      [
+        this.#key(chatUuid, 'messages'), this.#key(chatUuid, 'order'), this.#key(chatUuid, 'scope'),
+        `${this.#prefix}chats`, `${this.#prefix}bytes-by-chat`, `${this.#prefix}bytes`
+      ],
+      [
+        message.id, JSON.stringify(message), this.#messagesPerChat, this.#maxBytes, this.#ttlSeconds,
+        encodeURIComponent(chatUuid), this.#prefix, ...scopeOps(scopeChange(message.chat))
+      ]
     ))
-    await this.rememberChat(message.chat)
   }
 
   async find (chatUuid: string, messageId: number): Promise<Message | undefined> {
@@ -72,15 +167,25 @@ export class RedisChatLog implements ChatLog {
   }
 
   async rememberChat (chat: Chat): Promise<void> {
-    const scope = chatScope(chat)
-    if (scope.widget === undefined && scope.department === undefined) return
+    const change = scopeChange(chat)
+    if (change.widget === undefined && change.department === undefined) return
     await this.#command('remember chat', async () =>
-      await this.#client.set(this.#key(chat.uuid, 'scope'), JSON.stringify(scope), 'EX', this.#ttlSeconds))
+      await MERGE_SCOPE.run(this.#client, [this.#key(chat.uuid, 'scope')], [this.#ttlSeconds, ...scopeOps(change)]))
   }
 
   async scopeOf (chatUuid: string): Promise<ChatScope> {
-    const json = await this.#command('chat scope', async () => await this.#client.get(this.#key(chatUuid, 'scope')))
-    return json === null ? { uuid: chatUuid } : JSON.parse(json) as ChatScope
+    const fields = await this.#command('chat scope', async () => await this.#client.hgetall(this.#key(chatUuid, 'scope')))
+    return scopeOfRemembered(chatUuid, rememberedScope(Object.entries(fields)))
+  }
+
+  async typing (chatUuid: string, userKey: string): Promise<ChatScope | null> {
+    const typingKey = `${this.#key(chatUuid, 'typing')}:${encodeURIComponent(userKey)}`
+    const fields = await this.#command('typing', async () =>
+      await TYPING.run(this.#client, [typingKey, this.#key(chatUuid, 'scope')], [this.#typingPerSecond]))
+    if (!Array.isArray(fields)) return null
+    const entries: Array<[string, string]> = []
+    for (let index = 0; index + 1 < fields.length; index += 2) entries.push([String(fields[index]), String(fields[index + 1])])
+    return scopeOfRemembered(chatUuid, rememberedScope(entries))
   }
 
   #key (chatUuid: string, part: string): string {
@@ -95,4 +200,23 @@ export class RedisChatLog implements ChatLog {
       throw new BusUnavailableError(`chat log: ${what}: ${(error as Error).message}`)
     }
   }
+}
+
+/** The ARGV of merge_scope: op and value for the widget, then for the department. */
+function scopeOps (change: ScopeChange): string[] {
+  const op = (value: string | null | undefined): [string, string] =>
+    value === undefined ? ['keep', ''] : value === null ? ['clear', ''] : ['set', value]
+  return [...op(change.widget), ...op(change.department)]
+}
+
+/** The scope hash's fields; undefined when the relay was never told (no `known` field). */
+function rememberedScope (fields: Array<[string, string]>): RememberedScope | undefined {
+  const scope: RememberedScope = {}
+  let known = false
+  for (const [field, value] of fields) {
+    if (field === 'known') known = true
+    else if (field === 'widget') scope.widget = value
+    else if (field === 'department') scope.department = value
+  }
+  return known ? scope : undefined
 }

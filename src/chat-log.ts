@@ -1,22 +1,84 @@
 import type { Chat, Message } from './protocol.js'
-import { chatScope, type ChatScope } from './routing.js'
+import { idString, type ChatScope } from './routing.js'
 
 /**
  * What the relay remembers about chats in standalone mode: the per-chat message counter, recent
- * messages (so a mark can re-emit the message with its type intact) and each chat's scope (so typing
- * reaches only the consoles whose sources admit the chat). Bounded: the oldest entries go first.
+ * messages (so a mark can re-emit the message with its type intact), each chat's scope (so typing and
+ * relay-made messages reach only the consoles whose sources admit the chat) and the typing rate.
+ * Bounded: messages per chat and by bytes over all chats, counters and scopes by count.
  */
 export interface ChatLog {
   nextIndex: (chatUuid: string) => Promise<number>
+  /** Remembers the message (replacing one with its id) and merges its chat's scope as rememberChat does. */
   remember: (message: Message) => Promise<void>
   find: (chatUuid: string, messageId: number) => Promise<Message | undefined>
+  /** Merges the chat's scope field by field: an absent field keeps, null clears, a value sets. */
   rememberChat: (chat: Chat) => Promise<void>
+  /** `unknown` until the relay was told a widget or department of the chat (a null counts as told). */
   scopeOf: (chatUuid: string) => Promise<ChatScope>
+  /**
+   * The chat's scope (as scopeOf) when this user's typing in this chat may be relayed now; null when the
+   * user already had `typingPerSecond` typing events in that chat in the current one-second window.
+   */
+  typing: (chatUuid: string, userKey: string) => Promise<ChatScope | null>
 }
 
-class BoundedMap<K, V> extends Map<K, V> {
+/** CHAT_LOG_PER_CHAT, CHAT_LOG_MAX_BYTES and TYPING_PER_SEC of config.ts, for callers that pass none. */
+export const chatLogDefaults = { messagesPerChat: 200, maxBytes: 64 * 1024 * 1024, typingPerSecond: 2 } as const
+
+/** What a chat object says about its scope: an absent field keeps, null clears, a string sets. */
+export interface ScopeChange {
+  widget?: string | null
+  department?: string | null
+}
+
+export function scopeChange (chat: Chat): ScopeChange {
+  const change: ScopeChange = {}
+  const { widget, department } = chat
+  if (widget === null) change.widget = null
+  else if (widget !== undefined && 'source' in widget) {
+    if (widget.source === null) change.widget = null
+    else if (typeof widget.source === 'string') change.widget = widget.source
+  }
+  if (department === null) change.department = null
+  else if (department !== undefined && 'id' in department) {
+    const id: unknown = department.id
+    if (id === null) change.department = null
+    else if (typeof id === 'string' || typeof id === 'number') change.department = idString(id)
+  }
+  return change
+}
+
+/** A scope the relay was told: present fields filter consoles, absent ones filter nothing. */
+export interface RememberedScope {
+  widget?: string
+  department?: string
+}
+
+export function mergeScope (remembered: RememberedScope, change: ScopeChange): RememberedScope {
+  const merged: RememberedScope = { ...remembered }
+  if (change.widget === null) delete merged.widget
+  else if (change.widget !== undefined) merged.widget = change.widget
+  if (change.department === null) delete merged.department
+  else if (change.department !== undefined) merged.department = change.department
+  return merged
+}
+
+export function scopeOfRemembered (chatUuid: string, remembered: RememberedScope | undefined): ChatScope {
+  if (remembered === undefined) return { uuid: chatUuid, unknown: true }
+  return { uuid: chatUuid, ...remembered }
+}
+
+/** A Map that forgets its least recently used entry beyond `limit` (set and `use` count as use). */
+class LruMap<K, V> extends Map<K, V> {
   constructor (readonly limit: number) {
     super()
+  }
+
+  use (key: K): V | undefined {
+    const value = this.get(key)
+    if (value !== undefined) this.set(key, value)
+    return value
   }
 
   override set (key: K, value: V): this {
@@ -30,13 +92,55 @@ class BoundedMap<K, V> extends Map<K, V> {
   }
 }
 
-export class MemoryChatLog implements ChatLog {
-  readonly #counters = new BoundedMap<string, number>(100_000)
-  readonly #messages: BoundedMap<string, Message>
-  readonly #scopes = new BoundedMap<string, ChatScope>(100_000)
+export interface MemoryChatLogOptions {
+  /** Messages kept per chat (the lowest ids go first). */
+  messagesPerChat?: number
+  /** UTF-8 bytes of remembered message JSON over all chats (the least recently written chats go first). */
+  maxBytes?: number
+  /** update_typing relayed per user and chat per one-second window. */
+  typingPerSecond?: number
+  /** Chats whose counter and scope are kept, and user+chat pairs typing in one window. */
+  maxChats?: number
+  /** The clock in milliseconds (tests inject one); typing windows are its whole seconds. */
+  now?: () => number
+}
 
-  constructor (messageLimit = 50_000) {
-    this.#messages = new BoundedMap(messageLimit)
+interface RememberedMessage { json: string, bytes: number }
+
+interface ChatMessages {
+  /** Ascending, so the lowest id goes first. */
+  ids: number[]
+  byId: Map<number, RememberedMessage>
+}
+
+/** One process's chat log: the embedded bus. Messages are kept as JSON, so bytes are what they cost. */
+export class MemoryChatLog implements ChatLog {
+  readonly #messagesPerChat: number
+  readonly #maxBytes: number
+  readonly #typingPerSecond: number
+  readonly #maxChats: number
+  readonly #now: () => number
+  readonly #counters: LruMap<string, number>
+  readonly #scopes: LruMap<string, RememberedScope>
+  /** Insertion order is write order: the first chat is the least recently written. */
+  readonly #chats = new Map<string, ChatMessages>()
+  #bytes = 0
+  readonly #typing = new Map<string, number>()
+  #typingWindow = Number.NaN
+
+  constructor (options: MemoryChatLogOptions = {}) {
+    this.#messagesPerChat = options.messagesPerChat ?? chatLogDefaults.messagesPerChat
+    this.#maxBytes = options.maxBytes ?? chatLogDefaults.maxBytes
+    this.#typingPerSecond = options.typingPerSecond ?? chatLogDefaults.typingPerSecond
+    this.#maxChats = options.maxChats ?? 100_000
+    this.#now = options.now ?? Date.now
+    this.#counters = new LruMap(this.#maxChats)
+    this.#scopes = new LruMap(this.#maxChats)
+  }
+
+  /** UTF-8 bytes of the messages remembered now, over all chats. */
+  get rememberedBytes (): number {
+    return this.#bytes
   }
 
   async nextIndex (chatUuid: string): Promise<number> {
@@ -46,21 +150,83 @@ export class MemoryChatLog implements ChatLog {
   }
 
   async remember (message: Message): Promise<void> {
-    this.#messages.set(`${message.chat.uuid}\n${message.id}`, message)
+    const json = JSON.stringify(message)
+    const bytes = Buffer.byteLength(json)
+    const chatUuid = message.chat.uuid
+    const chat = this.#chats.get(chatUuid) ?? { ids: [], byId: new Map() }
+    this.#chats.delete(chatUuid)
+    this.#chats.set(chatUuid, chat)
+    const previous = chat.byId.get(message.id)
+    if (previous === undefined) insertAscending(chat.ids, message.id)
+    chat.byId.set(message.id, { json, bytes })
+    this.#bytes += bytes - (previous?.bytes ?? 0)
+    while (chat.ids.length > this.#messagesPerChat) this.#forgetLowest(chatUuid, chat)
+    this.#fitBudget()
     await this.rememberChat(message.chat)
   }
 
   async find (chatUuid: string, messageId: number): Promise<Message | undefined> {
-    return this.#messages.get(`${chatUuid}\n${messageId}`)
+    const remembered = this.#chats.get(chatUuid)?.byId.get(messageId)
+    return remembered === undefined ? undefined : JSON.parse(remembered.json) as Message
   }
 
   async rememberChat (chat: Chat): Promise<void> {
-    const scope = chatScope(chat)
-    if (scope.widget === undefined && scope.department === undefined) return
-    this.#scopes.set(chat.uuid, scope)
+    const change = scopeChange(chat)
+    if (change.widget === undefined && change.department === undefined) return
+    this.#scopes.set(chat.uuid, mergeScope(this.#scopes.get(chat.uuid) ?? {}, change))
   }
 
   async scopeOf (chatUuid: string): Promise<ChatScope> {
-    return this.#scopes.get(chatUuid) ?? { uuid: chatUuid }
+    return scopeOfRemembered(chatUuid, this.#scopes.use(chatUuid))
   }
+
+  async typing (chatUuid: string, userKey: string): Promise<ChatScope | null> {
+    const window = Math.floor(this.#now() / 1000)
+    if (window !== this.#typingWindow) {
+      this.#typing.clear()
+      this.#typingWindow = window
+    }
+    // Length-prefixed: no two (chat, user) pairs share a key.
+    const key = `${chatUuid.length}:${chatUuid}${userKey}`
+    const count = this.#typing.get(key) ?? 0
+    if (count >= this.#typingPerSecond) return null
+    // More typists in one second than chats kept: drop rather than grow (typing is ephemeral).
+    if (count === 0 && this.#typing.size >= this.#maxChats) return null
+    this.#typing.set(key, count + 1)
+    return await this.scopeOf(chatUuid)
+  }
+
+  #forgetLowest (chatUuid: string, chat: ChatMessages): void {
+    const id = chat.ids.shift()
+    if (id !== undefined) {
+      this.#bytes -= chat.byId.get(id)?.bytes ?? 0
+      chat.byId.delete(id)
+    }
+    if (chat.ids.length === 0) this.#chats.delete(chatUuid)
+  }
+
+  /** Over budget, the least recently written chat loses its lowest ids first, then the next chat. */
+  #fitBudget (): void {
+    while (this.#bytes > this.#maxBytes) {
+      const victim = this.#chats.entries().next()
+      if (victim.done === true) return
+      this.#forgetLowest(...victim.value)
+    }
+  }
+}
+
+function insertAscending (ids: number[], id: number): void {
+  const last = ids.at(-1)
+  if (last === undefined || id > last) {
+    ids.push(id)
+    return
+  }
+  let low = 0
+  let high = ids.length
+  while (low < high) {
+    const middle = (low + high) >>> 1
+    if ((ids[middle] as number) < id) low = middle + 1
+    else high = middle
+  }
+  ids.splice(low, 0, id)
 }
