@@ -16,7 +16,7 @@ export default fp(async (app) => {
     : new Webhook(config.WEBHOOK_URL, config.WEBHOOK_TOKEN, config.WEBHOOK_TIMEOUT_MS, metrics)
   const hub = new Hub(bus, metrics, log)
   const publisher = new Publisher(bus, chatLog, metrics, { timeoutMs: config.PUBLISH_TIMEOUT_MS, rememberMessages: webhook === null })
-  const frames = new FrameHandler(new ClientEvents(publisher, chatLog, webhook), metrics, log, {
+  const frames = new FrameHandler(new ClientEvents(publisher, chatLog, webhook, metrics), metrics, log, {
     maxJsonDepth: config.MAX_JSON_DEPTH,
     queueMax: config.CLIENT_QUEUE_MAX
   })

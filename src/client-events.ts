@@ -1,6 +1,7 @@
 import { BusUnavailableError } from './bus.js'
 import type { ChatLog } from './chat-log.js'
 import type { Connection } from './connection.js'
+import type { Metrics } from './metrics.js'
 import { ErrorCode, type ClientFrame, type Message, type MessageStatus } from './protocol.js'
 import type { Publisher } from './publisher.js'
 import { chatSocketReceives, type RelayEvent } from './routing.js'
@@ -31,7 +32,8 @@ export class ClientEvents {
   constructor (
     readonly publisher: Publisher,
     readonly chatLog: ChatLog,
-    readonly webhook: Webhook | null
+    readonly webhook: Webhook | null,
+    readonly metrics: Metrics
   ) {}
 
   async handle (connection: Connection, frame: ClientFrame): Promise<void> {
@@ -148,8 +150,13 @@ export class ClientEvents {
   private async typing (connection: Connection, frame: TypingFrame): Promise<void> {
     const { attributes } = connection
     try {
-      // With Redis the chat scope lives there too: a Redis outage is `unavailable`, like the publish.
-      const chat = await this.chatLog.scopeOf(this.chatUuid(connection))
+      // With Redis the rate and the chat scope live there too: an outage is `unavailable`, like the publish.
+      const chat = await this.chatLog.typing(this.chatUuid(connection), attributes.userKey)
+      if (chat === null) {
+        // A draft a moment old is replaced by the next one: dropped, counted, not logged one by one.
+        this.metrics.typingDropped.inc()
+        return
+      }
       const event = {
         kind: 'typing' as const,
         chat,

@@ -1,6 +1,6 @@
 import { readdirSync } from 'node:fs'
 import { connect as tcpConnect, type Socket } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { closeAll, join, type TestClient } from './helpers/client.js'
 import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
 import { customerToken, JWT_SECRET, operatorToken, type Tap } from './helpers/relay.js'
@@ -53,7 +53,7 @@ async function post (target: Target, path: string, body: unknown): Promise<numbe
 }
 
 /** A bystander conversation: an operator in chat `chat` must keep getting what the backend posts. */
-async function stillServed (t: Tap, target: Target, operator: TestClient, chat: string, text: string): Promise<void> {
+async function stillServed (t: Test, target: Target, operator: TestClient, chat: string, text: string): Promise<void> {
   t.equal(await post(target, '/message', { message: messageOf(chatOf(chat), { text }) }), 200, `POST ${text}`)
   await operator.waitFor((f) => f.type === 'message_added' && f.data.message.text === text, 5000, text)
 }

@@ -204,3 +204,39 @@ t.test('MAX_CONNECTIONS bounds the TCP connections of the node', async (t) => {
   t.teardown(() => closeAll(again))
   t.pass('admitted once a connection was freed')
 })
+
+t.test('typing: text over 2,000 characters is invalid; a user relays at most TYPING_PER_SEC per chat, the rest counted', async (t) => {
+  const relay = await startRelay(t)
+  const customer = await join(relay.wsUrl, '/chat', { token: customerToken(1, 'c1') })
+  const second = await join(relay.wsUrl, '/chat', { token: customerToken(1, 'c1') })
+  const operator = await join(relay.wsUrl, '/chat', { token: operatorToken(2, { chat: 'c1' }) })
+  t.teardown(() => closeAll(customer, second, operator))
+  customer.send({ type: 'update_typing', data: { text: 'x'.repeat(2001), stopped: false } })
+  t.equal((await customer.next('error')).data.code, 'invalid_payload')
+  // Two sockets of one user share the allowance: 10 drafts within a moment relay 2.
+  for (let index = 0; index < 5; index++) {
+    customer.send({ type: 'update_typing', data: { text: `a${index}`, stopped: false } })
+    second.send({ type: 'update_typing', data: { text: `b${index}`, stopped: false } })
+  }
+  await operator.waitFor(() => operator.ofType('typing_updated').length >= 2)
+  const dropped = async (): Promise<number> => valueOf(parsePrometheus(await (await fetch(`${relay.httpUrl}/metrics`)).text()), 'relay_typing_dropped_total')
+  for (let attempt = 0; attempt < 100 && await dropped() < 8; attempt++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(await dropped(), 8)
+  t.ok(operator.ofType('typing_updated').length <= 4, 'at most two per second (the burst may straddle a second)')
+})
+
+t.test('a chat\'s scope is remembered field by field: a later chat object without department keeps it', async (t) => {
+  const relay = await startRelay(t)
+  await relay.post('/update/chat', chatOf('c1', { widget: { source: 'lk' }, department: { id: 7 } }))
+  await relay.post('/update/chat', chatOf('c1', { widget: { source: 'lk' } }))
+  const customer = await join(relay.wsUrl, '/chat', { token: customerToken(1, 'c1') })
+  const dept7 = await join(relay.wsUrl, '/broadcast', { token: operatorToken(7, { sources: { departments: [7] } }) })
+  const dept8 = await join(relay.wsUrl, '/broadcast', { token: operatorToken(8, { sources: { departments: [8] } }) })
+  t.teardown(() => closeAll(customer, dept7, dept8))
+  customer.send({ type: 'update_typing', data: { text: 'draft', stopped: false } })
+  await dept7.next('typing_updated')
+  await relay.post('/update/chat', chatOf('c1', { department: null }))
+  customer.send({ type: 'update_typing', data: { text: 'draft 2', stopped: false } })
+  await dept8.waitFor((f) => f.type === 'typing_updated' && f.data.text === 'draft 2')
+  t.equal(dept8.ofType('typing_updated').length, 1, 'the department-8 console saw typing only after the department was cleared')
+})
