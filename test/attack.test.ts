@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs'
 import { connect as tcpConnect, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
-import { closeAll, join, type TestClient } from './helpers/client.js'
+import { closeAll, connect, join, type TestClient } from './helpers/client.js'
 import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
 import { customerToken, JWT_SECRET, operatorToken, type Tap } from './helpers/relay.js'
 import { chatOf, messageOf } from './helpers/routing-suite.js'
@@ -112,3 +112,70 @@ t.test('a flood of refused upgrades at ulimit -n 256 leaves the node serving wit
 function descriptors (pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length
 }
+
+/** Runs `attack` while /health is asked every 20 ms; resolves with the slowest answer (ms). */
+async function healthDuring (httpUrl: string, attack: () => Promise<void>): Promise<number> {
+  let slowest = 0
+  let attacking = true
+  const probe = (async () => {
+    while (attacking) {
+      const start = Date.now()
+      const ok = await healthy(httpUrl)
+      slowest = Math.max(slowest, ok ? Date.now() - start : Infinity)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  })()
+  try {
+    await attack()
+  } finally {
+    attacking = false
+    await probe
+  }
+  return slowest
+}
+
+t.test('N sockets with one token: the cap closes the rest 4429 and /health stays fast', async (t) => {
+  const target = await startTarget(t)
+  const operator = await join(target.wsUrl, '/chat', { token: operatorToken(9, { chat: 'c1' }) })
+  const sockets: TestClient[] = []
+  t.teardown(() => closeAll(operator, ...sockets))
+  const attackerToken = customerToken(1, 'c1')
+  const slowest = await healthDuring(target.httpUrl, async () => {
+    for (let index = 0; index < 300; index++) sockets.push(connect(target.wsUrl, '/chat', { token: attackerToken }))
+    await Promise.all(sockets.map(async (socket) => await Promise.race([socket.next('connected', 20_000), socket.closed])))
+    const admitted = sockets.filter((socket) => socket.ofType('connected').length === 1 && socket.socket.readyState === socket.socket.OPEN)
+    for (const socket of admitted) {
+      for (let index = 0; index < 10; index++) socket.send({ type: 'send_message', data: { text: `spam ${index}` } })
+    }
+    await operator.waitFor(() => operator.ofType('message_added').length >= admitted.length * 10, 10_000, 'the spam')
+  })
+  const admitted = sockets.filter((socket) => socket.ofType('connected').length === 1)
+  const refused = await Promise.all(sockets.filter((socket) => socket.ofType('connected').length === 0).map(async (socket) => (await socket.closed).code))
+  t.equal(admitted.length, 10, 'MAX_SOCKETS_PER_USER sockets admitted')
+  t.same([...new Set(refused)], [4429], `${refused.length} refused with 4429`)
+  t.ok(slowest < 100, `/health answered within ${slowest} ms throughout`)
+  t.equal(operator.ofType('message_added').length, 100, '10 sockets × 10 messages: 100 deliveries to the operator, not 300²')
+  await stillServed(t, target, operator, 'c1', 'after the socket flood')
+})
+
+t.test('a typing flood is cut to TYPING_PER_SEC per user and chat; a console reading at full speed is not cut', async (t) => {
+  const target = await startTarget(t)
+  const everything = await join(target.wsUrl, '/broadcast', { token: operatorToken(9) })
+  const operator = await join(target.wsUrl, '/chat', { token: operatorToken(8, { chat: 'bystander' }) })
+  const typists = await Promise.all(Array.from({ length: 20 }, async (_, index) => await join(target.wsUrl, '/chat', { token: customerToken(100 + index, 'c1') })))
+  t.teardown(() => closeAll(everything, operator, ...typists))
+  const draft = 'x'.repeat(2000)
+  const start = Date.now()
+  const slowest = await healthDuring(target.httpUrl, async () => {
+    while (Date.now() - start < 3000) {
+      for (const typist of typists) typist.send({ type: 'update_typing', data: { text: draft, stopped: false } })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  })
+  const seconds = Math.ceil((Date.now() - start) / 1000) + 1
+  await stillServed(t, target, operator, 'bystander', 'after the typing flood')
+  const typing = everything.ofType('typing_updated').length
+  t.ok(typing > 0 && typing <= 20 * 2 * seconds, `${typing} drafts reached the console (bound ${20 * 2 * seconds})`)
+  t.equal(everything.socket.readyState, everything.socket.OPEN, 'the console reading at full speed was not cut (1013)')
+  t.ok(slowest < 100, `/health answered within ${slowest} ms throughout`)
+})
