@@ -120,12 +120,14 @@ t.test('a customer cannot mark a note or an operator-only system message; operat
   t.equal(refused.data.code, 'message_not_found', 'nor an operator a system message meant for the customer')
 })
 
-t.test('a message the relay makes for a chat of unknown scope reaches only consoles without sources', async (t) => {
+t.test('typing and the messages the relay makes for a chat of unknown scope reach only consoles without sources', async (t) => {
   const relay = await startRelay(t)
   const customer = await join(relay.wsUrl, '/chat', { token: customerToken(1, 'unknown-chat') })
   const everything = await join(relay.wsUrl, '/broadcast', { token: operatorToken(2) })
   const filtered = await join(relay.wsUrl, '/broadcast', { token: operatorToken(3, { sources: { widgets: ['site'], departments: [7] } }) })
   t.teardown(() => closeAll(customer, everything, filtered))
+  customer.send({ type: 'update_typing', data: { text: 'my card number is 4111', stopped: false } })
+  await everything.next('typing_updated')
   customer.send({ type: 'send_message', data: { text: 'my card number is 4111' } })
   await everything.waitFor((f) => f.type === 'message_added')
   const added = await customer.next('message_added')
@@ -133,7 +135,8 @@ t.test('a message the relay makes for a chat of unknown scope reaches only conso
   await everything.next('message_updated')
   await relay.post('/global', { marker: true })
   await filtered.next('global_updated')
-  t.equal(filtered.ofType('message_added').length + filtered.ofType('message_updated').length, 0, 'the filtered console saw nothing of the unknown chat')
+  t.equal(filtered.ofType('message_added').length + filtered.ofType('message_updated').length + filtered.ofType('typing_updated').length, 0,
+    'the filtered console saw nothing of the unknown chat: no draft, no message, no mark')
 })
 
 t.test('peer close codes outside the known set are counted as "other"', async (t) => {
