@@ -6,7 +6,7 @@ import { MemoryBus } from '../src/bus-memory.js'
 import { RedisBus } from '../src/bus-redis.js'
 import { MemoryChatLog, type ChatLog } from '../src/chat-log.js'
 import { RedisChatLog } from '../src/chat-log-redis.js'
-import { MemoryPresence, type Presence } from '../src/presence.js'
+import { MemoryPresence, presencePackets, type Presence } from '../src/presence.js'
 import { RedisPresence } from '../src/presence-redis.js'
 import { createRedisClient } from '../src/redis.js'
 import './types.js'
@@ -19,7 +19,10 @@ interface Backend {
   disconnect: () => Promise<void>
 }
 
-/** Redis: two connections (publish, subscribe); presence and the chat log share the publishing one. */
+/**
+ * Redis: two connections (publish, subscribe); presence and the chat log share the publishing one, and
+ * presence publishes its events itself, inside the scripts that decide them.
+ */
 function redisBackend (app: FastifyInstance, url: string): Backend {
   const { config } = app
   const log = app.log.child({ component: 'redis' })
@@ -28,25 +31,30 @@ function redisBackend (app: FastifyInstance, url: string): Backend {
   const subscriber = createRedisClient(url, { ...options, role: 'subscribe' })
   const nodeId = randomUUID()
   log.info({ nodeId, prefix: config.REDIS_PREFIX }, 'redis bus: connecting in the background')
+  // Settle one retry interval (plus a margin) after a reconnect: every node has resubscribed by then.
+  const bus = new RedisBus({
+    publisher,
+    subscriber,
+    prefix: config.REDIS_PREFIX,
+    settleMs: config.REDIS_RETRY_MAX_MS + 500,
+    pingIntervalMs: config.PRESENCE_HEARTBEAT_MS,
+    log
+  })
   return {
-    // Settle one retry interval (plus a margin) after a reconnect: every node has resubscribed by then.
-    bus: new RedisBus({
-      publisher,
-      subscriber,
-      prefix: config.REDIS_PREFIX,
-      settleMs: config.REDIS_RETRY_MAX_MS + 500,
-      pingIntervalMs: config.PRESENCE_HEARTBEAT_MS,
-      log
-    }),
+    bus,
     presence: new RedisPresence({
       client: publisher,
+      bus,
       prefix: config.REDIS_PREFIX,
       nodeId,
       heartbeatMs: config.PRESENCE_HEARTBEAT_MS,
       ttlMs: config.PRESENCE_TTL_MS,
+      maxSocketsPerUser: config.MAX_SOCKETS_PER_USER,
+      packets: presencePackets,
+      metrics: app.metrics,
       log
     }),
-    chatLog: new RedisChatLog({ client: publisher, prefix: config.REDIS_PREFIX }),
+    chatLog: new RedisChatLog({ client: publisher, prefix: config.REDIS_PREFIX, ...chatLogBounds(config) }),
     disconnect: async () => {
       await Promise.all([publisher, subscriber].map(async (client) => {
         await client.quit().catch(() => client.disconnect())
@@ -55,14 +63,26 @@ function redisBackend (app: FastifyInstance, url: string): Backend {
   }
 }
 
-function memoryBackend (): Backend {
-  return { bus: new MemoryBus(), presence: new MemoryPresence(), chatLog: new MemoryChatLog(), disconnect: async () => {} }
+function chatLogBounds (config: FastifyInstance['config']): { messagesPerChat: number, maxBytes: number, typingPerSecond: number } {
+  return { messagesPerChat: config.CHAT_LOG_PER_CHAT, maxBytes: config.CHAT_LOG_MAX_BYTES, typingPerSecond: config.TYPING_PER_SEC }
+}
+
+function memoryBackend (app: FastifyInstance): Backend {
+  const bus = new MemoryBus()
+  const presence = new MemoryPresence({
+    bus,
+    packets: presencePackets,
+    metrics: app.metrics,
+    maxSocketsPerUser: app.config.MAX_SOCKETS_PER_USER,
+    log: app.log.child({ component: 'presence' })
+  })
+  return { bus, presence, chatLog: new MemoryChatLog(chatLogBounds(app.config)), disconnect: async () => {} }
 }
 
 /** The bus, presence and chat log: in-memory unless REDIS_URL names a Redis. Boot never waits for Redis. */
 export default fp(async (app) => {
   const url = app.config.REDIS_URL
-  const { bus, presence, chatLog, disconnect } = url === undefined ? memoryBackend() : redisBackend(app, url)
+  const { bus, presence, chatLog, disconnect } = url === undefined ? memoryBackend(app) : redisBackend(app, url)
   app.metrics.busUp.set(bus.isReady() ? 1 : 0)
   let wasDown = false
   bus.onStateChange((state) => {

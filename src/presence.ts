@@ -1,8 +1,14 @@
+import type { Bus } from './bus.js'
+import type { Metrics } from './metrics.js'
+import { encodePacket } from './packet.js'
 import type { OnlineUser, User } from './protocol.js'
+import { audienceTopics, planDeliveries } from './routing.js'
 
 /**
  * Who is connected: users per chat room (for user_connected / user_disconnected) and operator console
- * sessions (for /online-users). In-memory here; the Redis implementation answers for the cluster.
+ * sessions (for /online-users), each capped per user. In-memory here; the Redis implementation answers
+ * for the cluster. Both publish a user's presence events themselves, in the same step as the decision
+ * (first socket in, last socket out), so two nodes can never announce one user out of order.
  */
 export interface ConsoleSession {
   connectionId: string
@@ -14,26 +20,56 @@ export interface ConsoleSession {
   connectedAt: number
 }
 
-/** A user whose last socket in a chat was on a node that died: the others announce user_disconnected. */
-export interface Departure {
+/** A `/chat` socket as presence knows it. */
+export interface ChatSocket {
   chatUuid: string
+  /** `role:userId` */
   userKey: string
+  connectionId: string
   user: User
 }
 
-export type DepartureListener = (departures: Departure[]) => Promise<void>
+export type PresenceEvent = 'user_connected' | 'user_disconnected'
+
+/** A packet ready for the bus and the topic it goes out on. */
+export interface TopicPacket {
+  topic: string
+  packet: Buffer
+}
+
+/** Builds the bus packets of a presence event (presence never depends on the publisher). */
+export type PresencePackets = (event: PresenceEvent, chatUuid: string, userKey: string, user: User) => TopicPacket[]
 
 export interface Presence {
-  /** Records a socket of a user in a chat; true when it is that user's first socket there (over all nodes). */
-  joinChat: (chatUuid: string, userKey: string, connectionId: string, user: User) => Promise<boolean>
-  /** Forgets a socket; true when it was that user's last socket in the chat. */
-  leaveChat: (chatUuid: string, userKey: string, connectionId: string) => Promise<boolean>
-  addSession: (session: ConsoleSession) => Promise<void>
+  /**
+   * Records a socket of a user in a chat and, when it is the user's first there over all nodes, announces
+   * user_connected. False (nothing recorded) when the user already holds the cap of sockets there.
+   * Never rejects: with presence storage away the socket is admitted and recorded once it is back.
+   */
+  joinChat: (socket: ChatSocket) => Promise<boolean>
+  /** Forgets a socket; user_disconnected when it was the user's last in the chat. Never rejects; retried until taken. */
+  leaveChat: (connectionId: string) => Promise<void>
+  /** Records a console session; false (nothing recorded) when its operator already holds the cap of them. */
+  addSession: (session: ConsoleSession) => Promise<boolean>
+  /** Forgets a console session. Never rejects; retried until taken. */
   removeSession: (connectionId: string) => Promise<void>
   onlineUsers: () => Promise<OnlineUser[]>
-  /** The one listener for users whose last socket went with a dead (or closing) node. */
-  onDepartures: (listener: DepartureListener) => void
   close: () => Promise<void>
+}
+
+export interface PresenceLogger {
+  info: (object: object, message: string) => void
+  warn: (object: object, message: string) => void
+  error: (object: object, message: string) => void
+}
+
+/** The one way presence events become bus packets: the routing table, each frame serialized once. */
+export function presencePackets (event: PresenceEvent, chatUuid: string, userKey: string, user: User): TopicPacket[] {
+  const acceptedAt = Date.now()
+  return planDeliveries({ kind: 'presence', event, chatUuid, userKey, user }).flatMap((delivery) => {
+    const packet = encodePacket(delivery, acceptedAt)
+    return audienceTopics(delivery.audience).map((topic) => ({ topic, packet }))
+  })
 }
 
 /** Folds console sessions into one OnlineUser per operator id. */
@@ -62,53 +98,95 @@ export function summarizeSessions (sessions: Iterable<ConsoleSession>): OnlineUs
   }))
 }
 
-export class MemoryPresence implements Presence {
-  readonly #rooms = new Map<string, Map<string, Set<string>>>()
-  readonly #sessions = new Map<string, ConsoleSession>()
+export interface MemoryPresenceOptions {
+  bus: Pick<Bus, 'publish'>
+  packets: PresencePackets
+  metrics: Metrics
+  /** Sockets one user may hold per chat room, and consoles per operator. */
+  maxSocketsPerUser: number
+  log: PresenceLogger
+}
 
-  async joinChat (chatUuid: string, userKey: string, connectionId: string, _user: User): Promise<boolean> {
-    let users = this.#rooms.get(chatUuid)
-    if (users === undefined) {
-      users = new Map()
-      this.#rooms.set(chatUuid, users)
-    }
-    let sockets = users.get(userKey)
-    if (sockets === undefined) {
-      sockets = new Set()
-      users.set(userKey, sockets)
-    }
-    sockets.add(connectionId)
-    return sockets.size === 1
+/** One node: the decision and its announcement happen in one synchronous step. */
+export class MemoryPresence implements Presence {
+  /** chat → user key → socket ids */
+  readonly #rooms = new Map<string, Map<string, Set<string>>>()
+  readonly #chatSockets = new Map<string, ChatSocket>()
+  readonly #sessions = new Map<string, ConsoleSession>()
+  /** operator id → how many consoles it holds */
+  readonly #consoles = new Map<string, number>()
+  readonly #options: MemoryPresenceOptions
+
+  constructor (options: MemoryPresenceOptions) {
+    this.#options = options
   }
 
-  async leaveChat (chatUuid: string, userKey: string, connectionId: string): Promise<boolean> {
-    const users = this.#rooms.get(chatUuid)
-    const sockets = users?.get(userKey)
-    if (users === undefined || sockets === undefined || !sockets.delete(connectionId)) return false
-    if (sockets.size > 0) return false
-    users.delete(userKey)
-    if (users.size === 0) this.#rooms.delete(chatUuid)
+  async joinChat (socket: ChatSocket): Promise<boolean> {
+    let users = this.#rooms.get(socket.chatUuid)
+    if (users === undefined) {
+      users = new Map()
+      this.#rooms.set(socket.chatUuid, users)
+    }
+    let sockets = users.get(socket.userKey)
+    if (sockets === undefined) {
+      sockets = new Set()
+      users.set(socket.userKey, sockets)
+    }
+    if (sockets.size >= this.#options.maxSocketsPerUser) return false
+    sockets.add(socket.connectionId)
+    this.#chatSockets.set(socket.connectionId, socket)
+    if (sockets.size === 1) this.#announce('user_connected', socket)
     return true
   }
 
-  async addSession (session: ConsoleSession): Promise<void> {
+  async leaveChat (connectionId: string): Promise<void> {
+    const socket = this.#chatSockets.get(connectionId)
+    if (socket === undefined) return
+    this.#chatSockets.delete(connectionId)
+    const users = this.#rooms.get(socket.chatUuid)
+    const sockets = users?.get(socket.userKey)
+    if (users === undefined || sockets === undefined || !sockets.delete(connectionId) || sockets.size > 0) return
+    users.delete(socket.userKey)
+    if (users.size === 0) this.#rooms.delete(socket.chatUuid)
+    this.#announce('user_disconnected', socket)
+  }
+
+  async addSession (session: ConsoleSession): Promise<boolean> {
+    const held = this.#consoles.get(session.operatorId) ?? 0
+    if (held >= this.#options.maxSocketsPerUser) return false
+    this.#consoles.set(session.operatorId, held + 1)
     this.#sessions.set(session.connectionId, session)
+    return true
   }
 
   async removeSession (connectionId: string): Promise<void> {
+    const session = this.#sessions.get(connectionId)
+    if (session === undefined) return
     this.#sessions.delete(connectionId)
+    const held = (this.#consoles.get(session.operatorId) ?? 1) - 1
+    if (held > 0) this.#consoles.set(session.operatorId, held)
+    else this.#consoles.delete(session.operatorId)
   }
 
   async onlineUsers (): Promise<OnlineUser[]> {
     return summarizeSessions(this.#sessions.values())
   }
 
-  onDepartures (_listener: DepartureListener): void {
-    // One node: its sockets leave through their own close, never all at once behind its back.
-  }
-
   async close (): Promise<void> {
     this.#rooms.clear()
+    this.#chatSockets.clear()
     this.#sessions.clear()
+    this.#consoles.clear()
+  }
+
+  /** The embedded bus delivers inside publish: the event is out before the next decision. */
+  #announce (event: PresenceEvent, socket: ChatSocket): void {
+    const { bus, packets, metrics, log } = this.#options
+    const published = packets(event, socket.chatUuid, socket.userKey, socket.user).map(async ({ topic, packet }) => await bus.publish(topic, packet))
+    Promise.all(published).then(() => metrics.eventsAccepted.inc({ source: 'presence' }), (error: unknown) => {
+      // Only a closed bus refuses: the node is shutting down.
+      metrics.presenceFailures.inc({ operation: 'announce' })
+      log.warn({ err: error, event }, 'presence event not published')
+    })
   }
 }

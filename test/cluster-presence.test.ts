@@ -43,8 +43,7 @@ t.test('presence is decided over all nodes: a second socket elsewhere is not ann
     t.equal((await ingest.post('/message', { message: marker })).statusCode, 200)
     await watcher.waitFor((frame) => frame.data?.message?.id === marker.id, 3000, 'the barrier')
   }
-  // The second socket's presence call completes after its `connected`: let it land before the barrier.
-  await eventually(async () => await socketsInPresence() === 2, 3000, 'both sockets in presence')
+  t.equal(await socketsInPresence(), 2, 'a socket is in presence by the time it is told connected')
   await barrier()
   t.equal(watcher.frames.filter(userEvent('user_connected', 601)).length, 1, 'a second socket on another node is not announced')
 
