@@ -5,6 +5,7 @@ import { Hub } from '../src/hub.js'
 import { Publisher } from '../src/publisher.js'
 import { SocketSessions } from '../src/sessions.js'
 import { Webhook } from '../src/webhook.js'
+import { FAST_PATH_WS_VERSION, installedWsVersion } from '../src/writer.js'
 import './types.js'
 
 /** The hub (local sockets and fan-out), the publisher, and socket session handling. */
@@ -15,6 +16,9 @@ export default fp(async (app) => {
     ? null
     : new Webhook(config.WEBHOOK_URL, config.WEBHOOK_TOKEN, config.WEBHOOK_TIMEOUT_MS, metrics)
   const hub = new Hub(bus, metrics, log)
+  if (!hub.writer.fastPath) {
+    log.warn({ ws: installedWsVersion(), fastPathWs: FAST_PATH_WS_VERSION }, 'ws is not the pinned release: frames go through ws.send (slower, still correct)')
+  }
   const publisher = new Publisher(bus, chatLog, metrics, { timeoutMs: config.PUBLISH_TIMEOUT_MS, rememberMessages: webhook === null })
   const frames = new FrameHandler(new ClientEvents(publisher, chatLog, webhook, metrics), metrics, log, {
     maxJsonDepth: config.MAX_JSON_DEPTH,

@@ -2,8 +2,9 @@ import type { Bus } from './bus.js'
 import type { Connection } from './connection.js'
 import type { Metrics } from './metrics.js'
 import { decodePacket, type Outbound, type Packet } from './packet.js'
-import { admits, Topic, type Audience } from './routing.js'
-import { SocketIndex, type Sockets } from './socket-index.js'
+import { Topic, type Audience } from './routing.js'
+import { SocketIndex } from './socket-index.js'
+import { Writer } from './writer.js'
 
 export interface HubLogger {
   info: (object: object, message: string) => void
@@ -25,8 +26,19 @@ export class Hub {
   readonly #topicRefs = new Map<string, number>()
   /** Subscriptions in flight, so a second socket on the same topic waits for the same one. */
   readonly #subscribing = new Map<string, Promise<void>>()
+  /** The send path of every socket of this hub; what it could not write lands in metrics and logs. */
+  readonly writer: Writer
 
-  constructor (readonly bus: Bus, readonly metrics: Metrics, readonly log: HubLogger) {
+  constructor (readonly bus: Bus, readonly metrics: Metrics, readonly log: HubLogger, fastPath?: boolean) {
+    this.writer = new Writer({
+      dropped: (connection, reason) => {
+        metrics.framesDropped.inc({ reason })
+        if (reason !== 'slow_consumer') return
+        metrics.slowConsumers.inc()
+        const { endpoint, userId } = connection.attributes
+        log.warn({ endpoint, connectionId: connection.id, userId }, 'slow consumer closed')
+      }
+    }, fastPath)
     bus.onPacket((topic, bytes) => this.receive(topic, bytes))
   }
 
@@ -128,18 +140,18 @@ export class Hub {
   deliver (audience: Audience, frame: Outbound, topic?: string): number {
     switch (audience.scope) {
       case 'chat':
-        return sendToAdmitted(this.#chatRooms.get(audience.chat), audience, frame)
+        return this.writer.fanOut(this.#chatRooms.get(audience.chat), audience, frame)
       case 'operator':
-        return sendToAdmitted(this.#consolesByOperator.get(audience.operatorId), audience, frame)
+        return this.writer.fanOut(this.#consolesByOperator.get(audience.operatorId), audience, frame)
       case 'broadcast':
-        return sendToAdmitted(this.#consoles, audience, frame)
+        return this.writer.fanOut(this.#consoles, audience, frame)
       case 'sources': {
         const widget = audience.chat.widget
-        if (widget === undefined) return sendToAdmitted(this.#consoles, audience, frame)
-        if (topic === Topic.anyWidget) return sendToAdmitted(this.#consolesAnyWidget, audience, frame)
-        if (topic !== undefined) return sendToAdmitted(this.#consolesByWidget.get(widget), audience, frame)
-        return sendToAdmitted(this.#consolesAnyWidget, audience, frame) +
-          sendToAdmitted(this.#consolesByWidget.get(widget), audience, frame)
+        if (widget === undefined) return this.writer.fanOut(this.#consoles, audience, frame)
+        if (topic === Topic.anyWidget) return this.writer.fanOut(this.#consolesAnyWidget, audience, frame)
+        if (topic !== undefined) return this.writer.fanOut(this.#consolesByWidget.get(widget), audience, frame)
+        return this.writer.fanOut(this.#consolesAnyWidget, audience, frame) +
+          this.writer.fanOut(this.#consolesByWidget.get(widget), audience, frame)
       }
       default: {
         const unknownAudience: never = audience
@@ -148,15 +160,4 @@ export class Hub {
       }
     }
   }
-}
-
-function sendToAdmitted (candidates: Sockets | undefined, audience: Audience, outbound: Outbound): number {
-  if (candidates === undefined) return 0
-  const { frame, wire } = outbound
-  if (!(candidates instanceof Set)) return admits(audience, candidates.attributes) && candidates.send(frame, wire) ? 1 : 0
-  let sent = 0
-  for (const connection of candidates) {
-    if (admits(audience, connection.attributes) && connection.send(frame, wire)) sent += 1
-  }
-  return sent
 }

@@ -1,11 +1,11 @@
 import type { RawData, WebSocket } from 'ws'
 import { authorize, SocketAuthError, type Principal } from './auth.js'
-import { closeSocket, Connection, type ConnectionHooks, type ConnectionLimits } from './connection.js'
+import { closeSocket, Connection, type ConnectionLimits } from './connection.js'
 import { ExpiryWheel } from './expiry.js'
 import type { FrameHandler } from './frame-handler.js'
 import type { Hub } from './hub.js'
 import { closeCodeLabel, type Metrics } from './metrics.js'
-import type { Departure, Presence } from './presence.js'
+import type { Presence } from './presence.js'
 import { CloseCode } from './protocol.js'
 import type { Publisher } from './publisher.js'
 import type { SocketAttributes } from './routing.js'
@@ -49,17 +49,6 @@ export class SocketSessions {
   readonly #addressOf = new Map<Connection, string>()
   /** The listeners of every socket (see `listen`). */
   readonly #listeners = listenersOf(this)
-  /** Shared by every connection: what it reports lands in metrics and logs. */
-  readonly #hooks: ConnectionHooks = {
-    dropped: (connection, reason) => {
-      this.metrics.framesDropped.inc({ reason })
-      if (reason !== 'slow_consumer') return
-      this.metrics.slowConsumers.inc()
-      const { endpoint, userId } = connection.attributes
-      this.log.warn({ endpoint, connectionId: connection.id, userId }, 'slow consumer closed')
-    }
-  }
-
   constructor (
     readonly hub: Hub,
     readonly presence: Presence,
@@ -72,7 +61,6 @@ export class SocketSessions {
   ) {
     this.#pingTimer = setInterval(() => this.pingAll(), options.pingIntervalMs)
     this.#pingTimer.unref()
-    presence.onDepartures(async (departures) => await this.announceDepartures(departures))
   }
 
   get draining (): boolean {
@@ -96,7 +84,7 @@ export class SocketSessions {
     }
     if (endpoint === 'chat' && principal.chatUuid !== undefined) attributes.chatUuid = principal.chatUuid
     if (endpoint === 'broadcast' && principal.sources !== undefined) attributes.sources = principal.sources
-    const connection = new Connection(socket, attributes, principal.user, this.options.limits, this.#hooks)
+    const connection = new Connection(socket, attributes, principal.user, this.options.limits, this.hub.writer)
     connection.expiresAt = principal.expiresAt
     this.#expiry.add(connection)
     if (this.options.maxConnectionsPerIp > 0 && request.address !== undefined) this.countAddress(connection, request.address)
@@ -108,9 +96,35 @@ export class SocketSessions {
     return connection
   }
 
-  /** Indexes the socket and, once the bus delivers its topics, says `connected`: nothing after it is missed. */
+  /**
+   * Presence first: it may refuse the socket (its user holds the cap of sockets over all nodes), which
+   * is then closed 4429 having received nothing. Otherwise the socket is indexed and, once the bus
+   * delivers its topics, told `connected`: no frame before it, nothing after it missed.
+   */
   private register (connection: Connection, principal: Principal): void {
-    this.hub.add(connection).then(() => this.welcome(connection, principal), (error: unknown) => {
+    const admitted = this.announce(connection, principal).catch((error: unknown) => {
+      this.log.error({ err: error, connectionId: connection.id }, 'presence update on open failed')
+      return true
+    })
+    // Its goodbye waits for this; a refused socket's is cleared first, so its close touches nothing.
+    connection.announced = admitted.then((recorded) => { connection.announced = recorded ? ANNOUNCED : undefined })
+    admitted.then(async (recorded) => {
+      const { attributes } = connection
+      if (!recorded) {
+        this.metrics.socketsRefused.inc({ reason: 'user_cap' })
+        this.log.info({ endpoint: attributes.endpoint, userId: attributes.userId, connectionId: connection.id }, 'socket refused: too many sockets')
+        connection.close(CloseCode.abuse, 'too many sockets')
+        return
+      }
+      if (connection.socket.readyState !== connection.socket.OPEN) return
+      // A drain started meanwhile took the sockets indexed then: this one would escape it.
+      if (this.draining) {
+        connection.close(CloseCode.restarting, 'server restarting')
+        return
+      }
+      await this.hub.add(connection)
+      this.welcome(connection, principal)
+    }).catch((error: unknown) => {
       this.log.error({ err: error, connectionId: connection.id }, 'socket registration failed')
     })
   }
@@ -139,9 +153,6 @@ export class SocketSessions {
         ? { connection_id: connection.id, user: principal.user }
         : { connection_id: connection.id, user: principal.user, chat: { uuid: attributes.chatUuid } }
     })
-    connection.announced = this.announce(connection, principal).catch((error: unknown) => {
-      this.log.error({ err: error, connectionId: connection.id }, 'presence update on open failed')
-    }).then(() => { connection.announced = ANNOUNCED })
   }
 
   /**
@@ -173,10 +184,11 @@ export class SocketSessions {
     return principal
   }
 
-  private async announce (connection: Connection, principal: Principal): Promise<void> {
+  /** Records the socket in presence (which announces a user's first socket); false: over the user's cap. */
+  private async announce (connection: Connection, principal: Principal): Promise<boolean> {
     const { attributes } = connection
     if (attributes.chatUuid === undefined) {
-      await this.presence.addSession({
+      return await this.presence.addSession({
         connectionId: connection.id,
         operatorId: attributes.userId,
         user: principal.user,
@@ -184,13 +196,10 @@ export class SocketSessions {
         departments: principal.sourcesClaim.departments,
         connectedAt: Date.now()
       })
-      return
     }
-    const first = await this.presence.joinChat(attributes.chatUuid, attributes.userKey, connection.id, connection.user)
-    if (!first) return
-    await this.publisher.publish({
-      kind: 'presence', event: 'user_connected', chatUuid: attributes.chatUuid, user: connection.user, userKey: attributes.userKey
-    }, 'presence')
+    return await this.presence.joinChat({
+      chatUuid: attributes.chatUuid, userKey: attributes.userKey, connectionId: connection.id, user: connection.user
+    })
   }
 
   private countAddress (connection: Connection, address: string): void {
@@ -225,30 +234,14 @@ export class SocketSessions {
     this.#goodbyes.add(goodbye)
   }
 
+  /** Presence forgets the socket (announcing a user's last one) once its join settled; a refused socket was never recorded. */
   private async goodbye (connection: Connection): Promise<void> {
-    const { attributes } = connection
     const announced = connection.announced
     if (announced === undefined) return
     await announced
-    if (attributes.chatUuid === undefined) {
-      await this.presence.removeSession(connection.id)
-      return
-    }
-    const last = await this.presence.leaveChat(attributes.chatUuid, attributes.userKey, connection.id)
-    if (!last) return
-    await this.publisher.publish({
-      kind: 'presence', event: 'user_disconnected', chatUuid: attributes.chatUuid, user: connection.user, userKey: attributes.userKey
-    }, 'presence')
-  }
-
-  /** user_disconnected for users whose last socket went with a dead node (presence swept it). */
-  async announceDepartures (departures: Departure[]): Promise<void> {
-    const outcomes = await Promise.allSettled(departures.map(async ({ chatUuid, userKey, user }) =>
-      await this.publisher.publish({ kind: 'presence', event: 'user_disconnected', chatUuid, user, userKey }, 'presence')))
-    for (const [index, outcome] of outcomes.entries()) {
-      if (outcome.status === 'fulfilled') continue
-      this.log.error({ err: outcome.reason, chatUuid: departures[index]?.chatUuid }, 'user_disconnected for a departed node not published')
-    }
+    if (connection.announced === undefined) return
+    if (connection.attributes.chatUuid === undefined) await this.presence.removeSession(connection.id)
+    else await this.presence.leaveChat(connection.id)
   }
 
   /** Terminates sockets that did not answer the previous ping, then pings the rest. */
@@ -337,7 +330,7 @@ function listenersOf (sessions: SocketSessions): {
   }
 }
 
-/** What a socket's `announced` becomes once its hello is out: one settled promise for every socket. */
+/** What a recorded socket's `announced` becomes once its join settled: one settled promise for every socket. */
 const ANNOUNCED = Promise.resolve()
 
 /** The close code ws sends when it refuses a frame (see ws's receiver errors); undefined for other errors. */

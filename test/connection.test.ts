@@ -2,10 +2,11 @@ import type { AddressInfo, Socket } from 'node:net'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import WebSocket, { WebSocketServer } from 'ws'
-import { Connection, type ConnectionHooks, type ConnectionLimits, type DropReason } from '../src/connection.js'
+import { Connection, type ConnectionLimits } from '../src/connection.js'
 import { decodePacket, encodePacket } from '../src/packet.js'
 import type { ServerFrame } from '../src/protocol.js'
 import type { SocketAttributes } from '../src/routing.js'
+import { FAST_PATH_WS_VERSION, installedWsVersion, Writer, type DropReason, type WriterHooks } from '../src/writer.js'
 
 /*
  * Connection.send against real `ws` servers and clients over loopback TCP. Every frame carries a sequence
@@ -45,7 +46,7 @@ function frameOf (seq: number, bytes: number): ServerFrame {
 
 interface Recorded { drops: Array<{ id: string, reason: DropReason }> }
 
-function recordingHooks (): ConnectionHooks & Recorded {
+function recordingHooks (): WriterHooks & Recorded {
   const drops: Recorded['drops'] = []
   return { drops, dropped: (connection, reason) => { drops.push({ id: connection.id, reason }) } }
 }
@@ -83,20 +84,21 @@ interface Peer {
 }
 
 interface Harness {
-  hooks: ConnectionHooks & Recorded
+  hooks: WriterHooks & Recorded
   connect: (limits?: ConnectionLimits) => Promise<Peer>
 }
 
-async function startServer (t: Tap, deflate: boolean): Promise<Harness> {
+async function startServer (t: Tap, deflate: boolean, fastPath?: boolean): Promise<Harness> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: deflate ? { threshold: 0 } : false })
   await within(new Promise<void>((resolve) => wss.once('listening', resolve)), WAIT_MS, 'listen')
   const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`
   const hooks = recordingHooks()
+  const writer = new Writer(hooks, fastPath)
   const clients: WebSocket[] = []
   let nextLimits = roomy
   let accepted: ((connection: Connection) => void) | undefined
   wss.on('connection', (socket) => {
-    const connection = new Connection(socket, attributes, { id: 1 }, nextLimits, hooks)
+    const connection = new Connection(socket, attributes, { id: 1 }, nextLimits, writer)
     socket.on('error', () => {})
     accepted?.(connection)
   })
@@ -464,4 +466,23 @@ t.test('a reading client is not cut as a slow consumer by one turn\'s burst', as
     }
     hooks.drops.length = 0
   }
+})
+
+t.test('the installed ws is the release whose internals the fast path reads (pinned, one copy)', async (t) => {
+  t.equal(installedWsVersion(), FAST_PATH_WS_VERSION, 'package.json pins ws and overrides @fastify/websocket\'s copy; move both together')
+  t.ok(new Writer({ dropped: () => {} }).fastPath, 'so the fast path is on')
+})
+
+t.test('with any other ws the writer falls back to ws.send: same frames, same order, nothing written directly', async (t) => {
+  const { hooks, connect } = await startServer(t, false, false)
+  const peer = await connect()
+  await nextTurn()
+  const sent: Sent[] = []
+  let seq = 0
+  for (const size of SIZES) sent.push(sendBy(peer.connection, PATHS[seq % PATHS.length] as Path, frameOf(seq++, size)))
+  t.equal(directWrites(peer.stream, sent), 0, 'no wire frame written to the TCP socket directly')
+  t.equal(peer.stream.socket.writableCorked, 0, 'never corked')
+  await peer.client.received(sent.length)
+  assertReceived(t, peer.client, sent.map((entry) => entry.text), 'client')
+  t.same(hooks.drops, [], 'nothing dropped')
 })
