@@ -198,7 +198,7 @@ export const Topic = {
   /** consoles whose sources list this widget */
   widget: (widget: string): string => `widget:${widget}`,
   /** consoles without a widget filter: they see every widget */
-  anyWidget: 'widgets'
+  anyWidget: 'any-widget'
 } as const
 
 /**
