@@ -11,7 +11,7 @@ import metricsPlugin from './plugins/metrics.js'
 import healthRoutes from './routes/health.js'
 import ingestRoutes from './routes/ingest.js'
 import socketRoutes from './routes/sockets.js'
-import { BusUnavailableError } from './src/bus.js'
+import { StoreUnavailableError } from './src/store-errors.js'
 import type { Config } from './src/config.js'
 import { nestedDeeperThan } from './src/json.js'
 import { logRedaction } from './src/log-redaction.js'
@@ -47,8 +47,8 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
   if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error instanceof BusUnavailableError) {
-      request.log.warn({ err: error }, 'event refused: bus unavailable')
+    if (error instanceof StoreUnavailableError) {
+      request.log.warn({ err: error }, 'event refused: store unavailable')
       return reply.code(503).header('retry-after', '1').send({
         statusCode: 503, code: error.code, error: 'Service Unavailable', message: error.message
       })

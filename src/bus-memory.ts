@@ -1,5 +1,5 @@
 import type { Bus, BusState, PacketHandler } from './bus.js'
-import { BusUnavailableError } from './bus.js'
+import { BusUnavailableError } from './store-errors.js'
 
 /** The embedded bus: one process, delivery in publish order, nothing to connect to. */
 export class MemoryBus implements Bus {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import type { Bus, BusState, PacketHandler } from './bus.js'
-import { BusUnavailableError } from './bus.js'
+import { BusUnavailableError } from './store-errors.js'
 import { listen, type RedisLogger } from './redis.js'
 
 export interface RedisBusOptions {

@@ -18,8 +18,3 @@ export interface Bus {
   onStateChange: (listener: (state: BusState) => void) => void
   close: () => Promise<void>
 }
-
-export class BusUnavailableError extends Error {
-  override name = 'BusUnavailableError'
-  readonly code = 'BUS_UNAVAILABLE'
-}

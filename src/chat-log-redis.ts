@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis'
-import { BusUnavailableError } from './bus.js'
+import { ChatLogUnavailableError } from './store-errors.js'
 import { chatLogDefaults, scopeChange, scopeOfRemembered, type ChatLog, type RememberedScope, type ScopeChange } from './chat-log.js'
 import type { Chat, Message } from './protocol.js'
-import { LuaScript } from './redis.js'
+import { LuaScript, storeCommand } from './redis.js'
 import type { ChatScope } from './routing.js'
 
 export interface RedisChatLogOptions {
@@ -193,12 +193,7 @@ export class RedisChatLog implements ChatLog {
   }
 
   async #command<T> (what: string, run: () => Promise<T>): Promise<T> {
-    if (this.#client.status !== 'ready') throw new BusUnavailableError(`chat log: ${what}: redis is not connected`)
-    try {
-      return await run()
-    } catch (error) {
-      throw new BusUnavailableError(`chat log: ${what}: ${(error as Error).message}`)
-    }
+    return await storeCommand(this.#client, ChatLogUnavailableError, `chat log: ${what}`, run)
   }
 }
 

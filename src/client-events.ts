@@ -1,4 +1,4 @@
-import { BusUnavailableError } from './bus.js'
+import { StoreUnavailableError } from './store-errors.js'
 import type { ChatLog } from './chat-log.js'
 import type { Connection } from './connection.js'
 import type { Metrics } from './metrics.js'
@@ -72,7 +72,7 @@ export class ClientEvents {
       if (event !== undefined) await this.publisher.publish(event, 'send_message')
     } catch (error) {
       if (error instanceof WebhookError) return notAdded(error.reason)
-      if (error instanceof BusUnavailableError) return notAdded(ErrorCode.unavailable)
+      if (error instanceof StoreUnavailableError) return notAdded(ErrorCode.unavailable)
       throw error
     }
   }
@@ -127,7 +127,7 @@ export class ClientEvents {
       if (event !== undefined) await this.publisher.publish(event, frame.type)
     } catch (error) {
       if (error instanceof WebhookError) return fail(ErrorCode.webhookFailed, `${frame.type} failed: ${error.reason}`)
-      if (error instanceof BusUnavailableError) return fail(ErrorCode.unavailable, `${frame.type} not published: bus unavailable`)
+      if (error instanceof StoreUnavailableError) return fail(ErrorCode.unavailable, `${frame.type} not published: bus unavailable`)
       throw error
     }
   }
@@ -167,7 +167,7 @@ export class ClientEvents {
       }
       await this.publisher.publish(frame.data.text === undefined ? event : { ...event, text: frame.data.text }, 'update_typing')
     } catch (error) {
-      if (!(error instanceof BusUnavailableError)) throw error
+      if (!(error instanceof StoreUnavailableError)) throw error
       connection.sendFrame({ type: 'error', data: { code: ErrorCode.unavailable, message: 'typing not published: bus unavailable' } })
     }
   }

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis'
-import { BusUnavailableError, type Bus } from './bus.js'
+import type { Bus } from './bus.js'
+import { BusUnavailableError, PresenceUnavailableError, StoreUnavailableError } from './store-errors.js'
 import type { Metrics } from './metrics.js'
 import type { OnlineUser, User } from './protocol.js'
 import {
@@ -281,12 +282,12 @@ export class RedisPresence implements Presence {
   }
 
   async onlineUsers (): Promise<OnlineUser[]> {
-    if (this.#client.status !== 'ready') throw new BusUnavailableError('presence: online users: redis is not connected')
+    if (this.#client.status !== 'ready') throw new PresenceUnavailableError('presence: online users: redis is not connected')
     let stored: string[]
     try {
       stored = await this.#client.hvals(this.#keys.consoles)
     } catch (error) {
-      throw new BusUnavailableError(`presence: online users: ${(error as Error).message}`)
+      throw new PresenceUnavailableError(`presence: online users: ${(error as Error).message}`)
     }
     const sessions: ConsoleSession[] = []
     for (const json of stored) {
@@ -376,7 +377,7 @@ export class RedisPresence implements Presence {
 
   #failed (operation: string, connectionId: string, entry: Entry, error: unknown): void {
     // Sent but unanswered (not refused before sending): it may still run, its announcement unheard.
-    if (!(error instanceof BusUnavailableError)) entry.force = true
+    if (!(error instanceof StoreUnavailableError)) entry.force = true
     if (entry.pending) return
     entry.pending = true
     this.#metrics.presenceFailures.inc({ operation })
@@ -419,7 +420,7 @@ export class RedisPresence implements Presence {
   }
 
   #ensureConnected (announcing: boolean): void {
-    if (this.#client.status !== 'ready') throw new BusUnavailableError('presence: redis is not connected')
+    if (this.#client.status !== 'ready') throw new PresenceUnavailableError('presence: redis is not connected')
     // Redis pub/sub keeps nothing: an announcement before every node resubscribed would be lost for some.
     if (announcing && !this.#bus.isReady()) throw new BusUnavailableError('presence: the bus is not ready')
   }

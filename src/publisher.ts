@@ -1,4 +1,5 @@
-import { BusUnavailableError, type Bus } from './bus.js'
+import type { Bus } from './bus.js'
+import { BusUnavailableError } from './store-errors.js'
 import type { ChatLog } from './chat-log.js'
 import type { Metrics } from './metrics.js'
 import { encodePacket } from './packet.js'

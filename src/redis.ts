@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { Redis } from 'ioredis'
+import type { StoreUnavailableError } from './store-errors.js'
 
 export interface RedisLogger {
   info: (object: object, message: string) => void
@@ -63,4 +64,22 @@ export function listen (client: Redis, event: string, listener: (...args: never[
   const handler = listener as (...args: unknown[]) => void
   client.on(event, handler)
   return () => { client.off(event, handler) }
+}
+
+/**
+ * One Redis call of a store: refused at once while the connection is not ready (it never queues), and any
+ * failure rethrown as the store's own unavailable error, naming what failed.
+ */
+export async function storeCommand<T> (
+  client: Redis,
+  Unavailable: new (message: string) => StoreUnavailableError,
+  what: string,
+  run: () => Promise<T>
+): Promise<T> {
+  if (client.status !== 'ready') throw new Unavailable(`${what}: redis is not connected`)
+  try {
+    return await run()
+  } catch (error) {
+    throw new Unavailable(`${what}: ${(error as Error).message}`)
+  }
 }

@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis'
 import t from 'tap'
-import { BusUnavailableError, type BusState } from '../src/bus.js'
+import type { BusState } from '../src/bus.js'
+import { BusUnavailableError } from '../src/store-errors.js'
 import { RedisBus } from '../src/bus-redis.js'
 import { createRedisClient } from '../src/redis.js'
 import { startRedis, type PrivateRedis } from './helpers/redis.js'

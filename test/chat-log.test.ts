@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { BusUnavailableError } from '../src/bus.js'
+import { ChatLogUnavailableError } from '../src/store-errors.js'
 import { MemoryChatLog, type ChatLog } from '../src/chat-log.js'
 import { RedisChatLog } from '../src/chat-log-redis.js'
 import type { Chat, Message } from '../src/protocol.js'
@@ -367,11 +367,11 @@ t.test('redis: a user who keeps typing is relayed again once the window that beg
   t.ok(elapsed >= 900, `not before the window ended (${elapsed} ms)`)
 })
 
-t.test('redis: without a connection every operation fails with BusUnavailableError', async (t) => {
+t.test('redis: without a connection every operation fails with ChatLogUnavailableError', async (t) => {
   const client = await readyClient(t)
   const log = new RedisChatLog({ client, prefix: redis.prefix() })
   client.disconnect()
-  await t.rejects(log.typing('a', 'user:1'), BusUnavailableError)
-  await t.rejects(log.remember(sized('a', 1, 100)), BusUnavailableError)
-  await t.rejects(log.scopeOf('a'), BusUnavailableError)
+  await t.rejects(log.typing('a', 'user:1'), ChatLogUnavailableError)
+  await t.rejects(log.remember(sized('a', 1, 100)), ChatLogUnavailableError)
+  await t.rejects(log.scopeOf('a'), ChatLogUnavailableError)
 })
