@@ -1,0 +1,132 @@
+import type { Redis } from 'ioredis'
+import type { Metrics } from './metrics.js'
+import type { ChatSocket, PresenceEvent, PresencePackets } from './presence.js'
+import { ALIVE, DEAD_NODES, HEARTBEAT, SWEEP, SWEPT, TOMBSTONE_MS } from './presence-scripts.js'
+import type { LuaScript, RedisLogger } from './redis.js'
+
+/** Where presence lives in Redis, under `<prefix>presence:` (see RedisPresence): every key, once. */
+export class PresenceKeys {
+  readonly nodes: string
+  readonly consoles: string
+  readonly nodePrefix: string
+
+  constructor (readonly prefix: string) {
+    const base = `${prefix}presence:`
+    this.nodes = `${base}nodes`
+    this.consoles = `${base}consoles`
+    this.nodePrefix = `${base}node:`
+  }
+
+  /** The set of a user's socket ids in a chat, over every node. */
+  room (chatUuid: string, userKey: string): string {
+    return roomKey(this.prefix, chatUuid, userKey)
+  }
+
+  /** The set of an operator's console socket ids, over every node. */
+  operator (operatorId: string): string {
+    return operatorKey(this.prefix, operatorId)
+  }
+
+  node (node: string): string {
+    return this.nodePrefix + node
+  }
+
+  sockets (node: string): string {
+    return `${this.nodePrefix}${node}:sockets`
+  }
+
+  swept (node: string): string {
+    return `${this.nodePrefix}${node}:swept`
+  }
+}
+
+export function roomKey (prefix: string, chatUuid: string, userKey: string): string {
+  return `${prefix}presence:room:${encodeURIComponent(chatUuid)}:${encodeURIComponent(userKey)}`
+}
+
+export function operatorKey (prefix: string, operatorId: string): string {
+  return `${prefix}presence:operator:${encodeURIComponent(operatorId)}`
+}
+
+/** A socket's holding in its node's hash: a chat socket names its room set, a console its operator set. */
+export interface StoredChatHolding { room: string, chat: string, userKey: string, user: ChatSocket['user'] }
+
+export function chatSocketOf (connectionId: string, json: string): ChatSocket | undefined {
+  const holding = JSON.parse(json) as Partial<StoredChatHolding>
+  if (typeof holding.room !== 'string' || holding.chat === undefined || holding.userKey === undefined || holding.user === undefined) return undefined
+  return { chatUuid: holding.chat, userKey: holding.userKey, connectionId, user: holding.user }
+}
+
+/** Script arguments may carry packets: ioredis sends a Buffer as it is. */
+export async function runScript (script: LuaScript, client: Redis, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
+  return await script.run(client, keys, args as Array<string | number>)
+}
+
+/** Channel and packet pairs of a presence event, as script arguments. */
+export function packetArgs (packets: PresencePackets, prefix: string, event: PresenceEvent, socket: ChatSocket): Array<string | Buffer> {
+  return packets(event, socket.chatUuid, socket.userKey, socket.user).flatMap(({ topic, packet }) => [prefix + topic, packet])
+}
+
+export interface PresenceNodeOptions {
+  client: Redis
+  keys: PresenceKeys
+  nodeId: string
+  ttlMs: number
+  packets: PresencePackets
+  metrics: Metrics
+  log: RedisLogger
+}
+
+/**
+ * This node as the cluster's presence sees it: its heartbeat key, and the sweep that removes a node's
+ * sockets in one step (a dead node's by a survivor, exactly once; its own on close), announcing every
+ * user whose last socket went with it.
+ */
+export class PresenceNode {
+  constructor (readonly options: PresenceNodeOptions) {}
+
+  /** Renews the heartbeat: 'alive', or the key was gone ('lost': Redis lost it; 'swept': a survivor swept us). */
+  async heartbeat (): Promise<'alive' | 'lost' | 'swept'> {
+    const { client, keys, nodeId, ttlMs } = this.options
+    const state = await HEARTBEAT.run(client, [keys.nodes, keys.node(nodeId), keys.swept(nodeId)], [nodeId, ttlMs])
+    return state === ALIVE ? 'alive' : state === SWEPT ? 'swept' : 'lost'
+  }
+
+  async sweepDead (): Promise<void> {
+    const { client, keys, nodeId } = this.options
+    const dead = await DEAD_NODES.run(client, [keys.nodes], [keys.nodePrefix, nodeId])
+    for (const node of Array.isArray(dead) ? dead as string[] : []) await this.sweep(node, 'dead')
+  }
+
+  /** Sweeps one node (see SWEEP); its users' user_disconnected packets are built here, published there. */
+  async sweep (node: string, mode: 'dead' | 'self'): Promise<void> {
+    const { client, keys, packets, metrics, log } = this.options
+    const holdings = await client.hgetall(keys.sockets(node))
+    const farewells: Buffer[] = []
+    const add = (item: string | Buffer): void => {
+      const bytes = typeof item === 'string' ? Buffer.from(item) : item
+      farewells.push(Buffer.from(`${bytes.length}:`), bytes)
+    }
+    for (const [connectionId, json] of Object.entries(holdings)) {
+      const socket = chatSocketOf(connectionId, json)
+      if (socket === undefined) continue
+      const args = packetArgs(packets, keys.prefix, 'user_disconnected', socket)
+      add(connectionId)
+      add(String(args.length / 2))
+      for (const item of args) add(item)
+    }
+    const sweepKeys = [keys.nodes, keys.consoles, keys.sockets(node), keys.node(node), keys.swept(node)]
+    const [announced, unannounced] = await runScript(SWEEP, client, sweepKeys, [node, mode, TOMBSTONE_MS, Buffer.concat(farewells)]) as [number, string[]]
+    if (announced < 0) return
+    // Holdings written between the read and the sweep (none expected): announced after it.
+    for (const json of unannounced) {
+      const socket = chatSocketOf('', json)
+      if (socket === undefined) continue
+      const pairs = packets('user_disconnected', socket.chatUuid, socket.userKey, socket.user)
+      await Promise.all(pairs.map(async ({ topic, packet }) => await client.publish(keys.prefix + topic, packet)))
+    }
+    const departures = announced + unannounced.length
+    if (departures > 0) metrics.eventsAccepted.inc({ source: 'presence' }, departures)
+    log.info({ node, departures }, mode === 'dead' ? 'dead node swept from presence' : 'node left presence')
+  }
+}
