@@ -3,11 +3,12 @@ import websocket from '@fastify/websocket'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import authPlugin from './plugins/auth.js'
-import busPlugin from './plugins/bus.js'
 import configPlugin from './plugins/config.js'
 import docsPlugin from './plugins/docs.js'
-import hubPlugin from './plugins/hub.js'
 import metricsPlugin from './plugins/metrics.js'
+import publisherPlugin from './plugins/publisher.js'
+import socketsPlugin from './plugins/sockets.js'
+import storesPlugin from './plugins/stores.js'
 import healthRoutes from './routes/health.js'
 import ingestRoutes from './routes/ingest.js'
 import socketRoutes from './routes/sockets.js'
@@ -65,9 +66,10 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
 
   await app.register(configPlugin, { config })
   await app.register(metricsPlugin)
-  await app.register(busPlugin)
+  await app.register(storesPlugin)
   await app.register(authPlugin)
-  await app.register(hubPlugin)
+  await app.register(publisherPlugin)
+  await app.register(socketsPlugin)
   await app.register(websocket, {
     // The hub tracks every socket; ws's own client set would be a second entry per connection.
     options: { maxPayload: config.MAX_FRAME_BYTES, perMessageDeflate: false, clientTracking: false },

@@ -35,8 +35,8 @@ closeWithGrace({
   // SIGTERM/SIGINT: /ready turns 503, new sockets get 1012, open ones get 1012 spread over the window;
   // a crash closes at once. Then app.close() lets in-flight requests finish and closes the bus.
   if (err !== undefined) app.log.error({ err }, 'fatal error: shutting down')
-  else app.log.info({ signal, drainWindowMs, sockets: app.hub.size }, 'shutting down')
-  await app.sessions.drain(err === undefined ? drainWindowMs : 0)
+  else app.log.info({ signal, drainWindowMs, sockets: app.sockets.hub.size }, 'shutting down')
+  await app.sockets.drain(err === undefined ? drainWindowMs : 0)
   await app.close()
   app.log.info('shut down')
 })

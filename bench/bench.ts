@@ -239,7 +239,7 @@ async function startRelayInProcess (env: Record<string, string>): Promise<{ serv
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : 0
   const server: ServerProcess = { pid: process.pid, port, output: () => '', stop: async () => { await app.close() } }
-  return { server, ready: JSON.stringify({ bus: app.bus.kind }) }
+  return { server, ready: JSON.stringify({ bus: app.stores.bus.kind }) }
 }
 
 /**

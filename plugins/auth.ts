@@ -1,12 +1,24 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { createApiTokenCheck, createTokenVerifier } from '../src/auth.js'
-import './types.js'
+import { createApiTokenCheck, createTokenVerifier, type Principal } from '../src/auth.js'
+
+export interface Auth {
+  /** A socket's JWT → its principal; throws SocketAuthError with the close code. */
+  verifyToken: (token: string) => Principal
+  /** onRequest hook of the ingest routes: 401 unless `Api-Token` is one of API_TOKEN. */
+  requireApiToken: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    auth: Auth
+  }
+}
 
 /** One guard for both doors: Api-Token for HTTP ingest, JWT verification for sockets. */
 export default fp(async (app) => {
   const apiTokenMatches = createApiTokenCheck(app.config.apiTokens)
-  app.decorate('verifyToken', createTokenVerifier(app.config))
-  app.decorate('requireApiToken', async (request, reply) => {
+  const requireApiToken: Auth['requireApiToken'] = async (request, reply) => {
     const header = request.headers['api-token']
     if (apiTokenMatches(typeof header === 'string' ? header : undefined)) return
     await reply.code(401).send({
@@ -15,5 +27,6 @@ export default fp(async (app) => {
       error: 'Unauthorized',
       message: header === undefined ? 'missing Api-Token header' : 'invalid Api-Token'
     })
-  })
+  }
+  app.decorate('auth', { verifyToken: createTokenVerifier(app.config), requireApiToken })
 }, { name: 'auth', dependencies: ['config'] })

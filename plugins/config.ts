@@ -1,6 +1,11 @@
 import fp from 'fastify-plugin'
 import type { Config } from '../src/config.js'
-import './types.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
 
 /** The validated configuration, for every other plugin. */
 export default fp<{ config: Config }>(async (app, options) => {

@@ -4,7 +4,6 @@ import swagger from '@fastify/swagger'
 import type { FastifySchema } from 'fastify'
 import fp from 'fastify-plugin'
 import { buildAsyncApi } from '../src/asyncapi.js'
-import './types.js'
 
 /** The version of the running package (cwd is the package root under `npm start` and in the image). */
 function packageVersion (): string {

@@ -1,6 +1,11 @@
 import fp from 'fastify-plugin'
-import { createMetrics } from '../src/metrics.js'
-import './types.js'
+import { createMetrics, type Metrics } from '../src/metrics.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+}
 
 /** Prometheus metrics on a registry of this app's own, served at GET /metrics. */
 export default fp(async (app) => {

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import '../plugins/types.js'
 
 const Status = Type.Object({ status: Type.String(), bus: Type.Optional(Type.String()) })
 
@@ -15,9 +14,9 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
     logLevel: 'warn',
     schema: { summary: 'Bus connected and not draining', response: { 200: Status, 503: Status } }
   }, async (_request, reply) => {
-    if (app.sessions.draining) return await reply.code(503).send({ status: 'draining', bus: app.bus.kind })
-    if (!app.bus.isReady()) return await reply.code(503).header('retry-after', '1').send({ status: 'bus_down', bus: app.bus.kind })
-    return { status: 'ready', bus: app.bus.kind }
+    if (app.sockets.draining) return await reply.code(503).send({ status: 'draining', bus: app.stores.bus.kind })
+    if (!app.stores.bus.isReady()) return await reply.code(503).header('retry-after', '1').send({ status: 'bus_down', bus: app.stores.bus.kind })
+    return { status: 'ready', bus: app.stores.bus.kind }
   })
 }
 

@@ -3,7 +3,6 @@ import { Type } from 'typebox'
 import {
   AssignedChat, Chat, GlobalBody, HttpError, MessageBody, OnlineUser, Ok, OperatorsBody, unroutableField
 } from '../src/protocol.js'
-import '../plugins/types.js'
 
 const errors = { 400: HttpError, 401: HttpError, 413: HttpError, 415: HttpError, 503: HttpError }
 const security = [{ apiToken: [] }]
@@ -13,7 +12,7 @@ const security = [{ apiToken: [] }]
  * 200 only after the bus accepted the event.
  */
 const ingest: FastifyPluginAsyncTypebox = async (app) => {
-  app.addHook('onRequest', app.requireApiToken)
+  app.addHook('onRequest', app.auth.requireApiToken)
 
   app.post('/message', {
     schema: {
@@ -68,7 +67,7 @@ const ingest: FastifyPluginAsyncTypebox = async (app) => {
   const onlineUsers = {
     schema: { summary: 'Operators with an open console, over every relay node', response: { 200: Type.Array(OnlineUser), 401: HttpError, 503: HttpError }, security }
   }
-  const answerOnlineUsers = async () => await app.presence.onlineUsers()
+  const answerOnlineUsers = async () => await app.stores.presence.onlineUsers()
   app.get('/online-users', onlineUsers, answerOnlineUsers)
   app.post('/online-users', onlineUsers, answerOnlineUsers)
 }

@@ -2,7 +2,6 @@ import type { ServerResponse } from 'node:http'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type WebSocket from 'ws'
 import type { SocketRequest } from '../src/admission.js'
-import '../plugins/types.js'
 
 function socketRequest (request: FastifyRequest): SocketRequest {
   const query = request.query as Record<string, unknown>
@@ -43,11 +42,11 @@ function releaseUpgrade (socket: WebSocket, request: FastifyRequest): void {
 const sockets: FastifyPluginAsync = async (app) => {
   app.get('/chat', { websocket: true, onRequest: keepUpgradeResponse }, (socket, request) => {
     releaseUpgrade(socket, request)
-    app.sessions.open('chat', socket, socketRequest(request))
+    app.sockets.open('chat', socket, socketRequest(request))
   })
   app.get('/broadcast', { websocket: true, onRequest: keepUpgradeResponse }, (socket, request) => {
     releaseUpgrade(socket, request)
-    app.sessions.open('broadcast', socket, socketRequest(request))
+    app.sockets.open('broadcast', socket, socketRequest(request))
   })
 }
 

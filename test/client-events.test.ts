@@ -121,7 +121,7 @@ t.test('with the bus down the sender is told: message_not_added and error, never
   const relay = await startRelay(t)
   const customer = await join(relay.wsUrl, '/chat', { token: customerToken(1, 'c1') })
   t.teardown(() => closeAll(customer))
-  await relay.app.bus.close()
+  await relay.app.stores.bus.close()
   customer.send({ type: 'send_message', data: { text: 'lost?', client_message_id: 7 } })
   t.same((await customer.next('message_not_added')).data, { reason: 'unavailable', text: 'lost?', client_message_id: 7 })
   customer.send({ type: 'update_typing', data: { stopped: false } })
@@ -147,8 +147,8 @@ t.test('a socket that stops answering pings is terminated; a live one stays', as
   const raw = (dead.socket as unknown as { _socket: { pause: () => void } })._socket
   raw.pause()
   const deadline = Date.now() + 3000
-  while (relay.app.hub.size > 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25))
-  t.equal(relay.app.hub.size, 1, 'the silent socket was terminated')
+  while (relay.app.sockets.hub.size > 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25))
+  t.equal(relay.app.sockets.hub.size, 1, 'the silent socket was terminated')
   live.send({ type: 'update_typing', data: { stopped: true } })
   t.equal(live.socket.readyState, live.socket.OPEN, 'the answering socket is still open after many pings')
 })
@@ -172,6 +172,6 @@ t.test('a slow consumer is closed with 1013 and counted; the others get everythi
   const metrics = await relay.app.metrics.registry.getSingleMetricAsString('relay_slow_consumers_total')
   t.match(metrics, /relay_slow_consumers_total 1/)
   const deadline = Date.now() + 3000
-  while (relay.app.hub.size > 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25))
-  t.equal(relay.app.hub.size, 1, 'the slow socket is gone')
+  while (relay.app.sockets.hub.size > 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25))
+  t.equal(relay.app.sockets.hub.size, 1, 'the slow socket is gone')
 })

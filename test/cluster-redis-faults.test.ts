@@ -173,6 +173,6 @@ t.test('Redis down at boot: the relay starts, refuses events with 503, keeps soc
 
 t.test('the embedded bus needs no Redis: ready at once', async (t) => {
   const relay = await startRelay(t)
-  t.equal(relay.app.bus.kind, 'memory')
+  t.equal(relay.app.stores.bus.kind, 'memory')
   t.equal(await status(relay, '/ready'), 200)
 })

@@ -33,7 +33,7 @@ t.test('a node subscribes to what its sockets can see, and lets go when they lea
   t.same(await channels(), [Topic.chat(chat), Topic.consoles, Topic.operator('71'), Topic.widget('lk')].sort(),
     'a console filtered to lk: its widget, every-console and its operator topics, and the chat room')
   t.notOk((await channels()).includes(Topic.anyWidget), 'no any-widget lane without an unfiltered console')
-  t.same(node.app.hub.topics().sort(), await channels(), 'the hub needs exactly what the node is subscribed to')
+  t.same(node.app.sockets.hub.topics().sort(), await channels(), 'the hub needs exactly what the node is subscribed to')
 
   const unfiltered = await join(node.wsUrl, '/broadcast', { token: operatorToken(73) })
   t.ok((await channels()).includes(Topic.anyWidget), 'an unfiltered console needs every widget')

@@ -130,10 +130,10 @@ t.test('in process: drain closes in batches per time slice and the bus ends with
   }
   clients.push(await join(relay.wsUrl, '/broadcast', { token: operatorToken(100) }))
   t.teardown(() => closeAll(...clients))
-  t.ok(relay.app.hub.topics().length > 10, 'subscribed while sockets are open')
+  t.ok(relay.app.sockets.hub.topics().length > 10, 'subscribed while sockets are open')
   const closes = Promise.all(clients.map(closedAt))
   const startedAt = Date.now()
-  await relay.app.sessions.drain(600)
+  await relay.app.sockets.drain(600)
   const drainedIn = Date.now() - startedAt
   const closed = await closes
   t.ok(closed.every((entry) => entry.code === 1012), 'all closed with 1012')
@@ -143,8 +143,8 @@ t.test('in process: drain closes in batches per time slice and the bus ends with
   t.ok(firstBatch <= 12, `a first batch, not everyone at once (${firstBatch} of ${clients.length} within 50 ms of the first close)`)
   t.ok(Math.max(...offsets) - first >= 350, `the batches are spread over the window (${Math.max(...offsets) - first} ms first to last)`)
   t.ok(drainedIn < 600 + 1500, `drain resolves once the sockets are closed (${drainedIn} ms)`)
-  t.same(relay.app.hub.topics(), [], 'every bus subscription was released')
-  t.equal(relay.app.hub.size, 0, 'no socket left')
+  t.same(relay.app.sockets.hub.topics(), [], 'every bus subscription was released')
+  t.equal(relay.app.sockets.hub.size, 0, 'no socket left')
   const metrics = await relay.app.inject({ method: 'GET', url: '/metrics' })
   t.match(metrics.body, /^relay_draining 1$/m, 'relay_draining is 1')
   t.equal((await relay.app.inject({ method: 'GET', url: '/ready' })).statusCode, 503)

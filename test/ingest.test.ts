@@ -77,7 +77,7 @@ t.test('413 over BODY_LIMIT and 415 for anything but JSON', async (t) => {
 
 t.test('503 with Retry-After when the bus is unavailable: nothing is acknowledged', async (t) => {
   const relay = await startRelay(t)
-  await relay.app.bus.close()
+  await relay.app.stores.bus.close()
   for (const [path, body] of routes) {
     const answer = await relay.post(path, body)
     t.equal(answer.statusCode, 503, path)

@@ -112,7 +112,7 @@ t.test('/metrics parses as Prometheus text and every series of the issue moves w
   t.equal(valueOf(families, 'relay_sockets_open', { endpoint: 'chat', role: 'user' }), 1, 'and the open gauge went down')
 
   // With the bus gone, ingest is refused (503) and counted as rejected, never accepted.
-  await relay.app.bus.close()
+  await relay.app.stores.bus.close()
   t.equal((await relay.post('/message', { message: messageOf(chatOf('c1')) })).statusCode, 503)
   families = await scrape(t, relay)
   t.equal(valueOf(families, 'relay_events_rejected_total', { source: 'message' }), 1, 'a refused event is counted as rejected')

@@ -94,7 +94,7 @@ for (const [name, setup] of setups) {
     }
     t.equal(await roomSize(chat, `user:${customerId}`) ?? CAP, CAP, 'presence still counts the admitted sockets only')
 
-    const indexed = (): number => relays.reduce((sum, relay) => sum + relay.app.hub.size, 0)
+    const indexed = (): number => relays.reduce((sum, relay) => sum + relay.app.sockets.hub.size, 0)
     const before = indexed()
     const freed = sockets.shift() as TestClient
     freed.close()

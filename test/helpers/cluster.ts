@@ -12,7 +12,7 @@ export const FAST_REDIS_ENV = {
 
 /** Resolves when the relay's bus reaches `state` (at once if it is there); fails after `ms`. */
 export async function waitForBus (relay: Relay, state: BusState, ms = 5000): Promise<void> {
-  const { bus } = relay.app
+  const { bus } = relay.app.stores
   if (bus.isReady() === (state === 'ready')) return
   await new Promise<void>((resolve, reject) => {
     let done = false

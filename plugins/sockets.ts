@@ -2,15 +2,21 @@ import fp from 'fastify-plugin'
 import { ClientEvents } from '../src/client-events.js'
 import { FrameHandler } from '../src/frame-handler.js'
 import { Hub } from '../src/hub.js'
-import { Publisher } from '../src/publisher.js'
 import { SocketSessions } from '../src/sessions.js'
 import { Webhook } from '../src/webhook.js'
 import { FAST_PATH_WS_VERSION, installedWsVersion } from '../src/writer.js'
-import './types.js'
 
-/** The hub (local sockets and fan-out), the publisher, and socket session handling. */
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This node's sockets: their lifecycle, and through `hub` their indexes and fan-out. */
+    sockets: SocketSessions
+  }
+}
+
+/** The sockets of this node: hub (indexes, fan-out), client frames and events, sessions. */
 export default fp(async (app) => {
-  const { config, metrics, bus, chatLog, presence } = app
+  const { config, metrics, publisher } = app
+  const { bus, chatLog, presence } = app.stores
   const log = app.log.child({ component: 'hub' })
   const webhook = config.WEBHOOK_URL === undefined
     ? null
@@ -19,12 +25,11 @@ export default fp(async (app) => {
   if (!hub.writer.fastPath) {
     log.warn({ ws: installedWsVersion(), fastPathWs: FAST_PATH_WS_VERSION }, 'ws is not the pinned release: frames go through ws.send (slower, still correct)')
   }
-  const publisher = new Publisher(bus, chatLog, metrics, { timeoutMs: config.PUBLISH_TIMEOUT_MS, rememberMessages: webhook === null })
   const frames = new FrameHandler(new ClientEvents(publisher, chatLog, webhook, metrics), metrics, log, {
     maxJsonDepth: config.MAX_JSON_DEPTH,
     queueMax: config.CLIENT_QUEUE_MAX
   })
-  const sessions = new SocketSessions(hub, presence, frames, app.verifyToken, metrics, log, {
+  const sessions = new SocketSessions(hub, presence, frames, app.auth.verifyToken, metrics, log, {
     allowedOrigins: config.allowedOrigins,
     pingIntervalMs: config.PING_INTERVAL_MS,
     maxConnectionsPerIp: config.MAX_CONNECTIONS_PER_IP,
@@ -35,8 +40,6 @@ export default fp(async (app) => {
       abuseStrikes: config.ABUSE_STRIKES
     }
   })
-  app.decorate('hub', hub)
-  app.decorate('publisher', publisher)
-  app.decorate('sessions', sessions)
-  app.addHook('preClose', async () => sessions.close())
-}, { name: 'hub', dependencies: ['config', 'metrics', 'bus', 'auth'] })
+  app.decorate('sockets', sessions)
+  app.addHook('preClose', async () => await sessions.close())
+}, { name: 'sockets', dependencies: ['config', 'metrics', 'stores', 'auth', 'publisher'] })

@@ -11,13 +11,22 @@ import { presencePackets, type Presence } from '../src/presence.js'
 import { MemoryPresence } from '../src/presence-memory.js'
 import { RedisPresence } from '../src/presence-redis.js'
 import { createRedisClient } from '../src/redis.js'
-import './types.js'
 
-interface Backend {
+/** Where the relay keeps and moves state: the bus between nodes, presence, and the chat log. */
+export interface Stores {
   bus: Bus
   presence: Presence
   chatLog: ChatLog
-  /** Closes what the backend opened, after the bus and presence let go of it. */
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    stores: Stores
+  }
+}
+
+interface OpenedStores extends Stores {
+  /** Closes what was opened for the stores, after the bus and presence let go of it. */
   disconnect: () => Promise<void>
 }
 
@@ -25,7 +34,7 @@ interface Backend {
  * Redis: two connections (publish, subscribe); presence and the chat log share the publishing one, and
  * presence publishes its events itself, inside the scripts that decide them.
  */
-function redisBackend (app: FastifyInstance, url: string): Backend {
+function redisStores (app: FastifyInstance, url: string): OpenedStores {
   const { config } = app
   const log = app.log.child({ component: 'redis' })
   const options = { retryMaxMs: config.REDIS_RETRY_MAX_MS, commandTimeoutMs: config.PUBLISH_TIMEOUT_MS }
@@ -69,7 +78,7 @@ function chatLogBounds (config: FastifyInstance['config']): { messagesPerChat: n
   return { messagesPerChat: config.CHAT_LOG_PER_CHAT, maxBytes: config.CHAT_LOG_MAX_BYTES, typingPerSecond: config.TYPING_PER_SEC }
 }
 
-function memoryBackend (app: FastifyInstance): Backend {
+function memoryStores (app: FastifyInstance): OpenedStores {
   const bus = new MemoryBus()
   const presence = new MemoryPresence({
     bus,
@@ -84,7 +93,7 @@ function memoryBackend (app: FastifyInstance): Backend {
 /** The bus, presence and chat log: in-memory unless REDIS_URL names a Redis. Boot never waits for Redis. */
 export default fp(async (app) => {
   const url = app.config.REDIS_URL
-  const { bus, presence, chatLog, disconnect } = url === undefined ? memoryBackend(app) : redisBackend(app, url)
+  const { bus, presence, chatLog, disconnect } = url === undefined ? memoryStores(app) : redisStores(app, url)
   app.metrics.busUp.set(bus.isReady() ? 1 : 0)
   let wasDown = false
   bus.onStateChange((state) => {
@@ -98,13 +107,11 @@ export default fp(async (app) => {
       app.log.info({ bus: bus.kind }, 'bus back')
     }
   })
-  app.decorate('bus', bus)
-  app.decorate('presence', presence)
-  app.decorate('chatLog', chatLog)
+  app.decorate('stores', { bus, presence, chatLog })
   app.addHook('onClose', async () => {
     await presence.close()
     await bus.close()
     app.metrics.busUp.set(0)
     await disconnect()
   })
-}, { name: 'bus', dependencies: ['config', 'metrics'] })
+}, { name: 'stores', dependencies: ['config', 'metrics'] })
