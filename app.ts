@@ -12,9 +12,9 @@ import storesPlugin from './plugins/stores.js'
 import healthRoutes from './routes/health.js'
 import ingestRoutes from './routes/ingest.js'
 import socketRoutes from './routes/sockets.js'
-import { StoreUnavailableError } from './src/store-errors.js'
+import { StoreUnavailableError } from './src/stores/store-errors.js'
 import type { Config } from './src/config.js'
-import { nestedDeeperThan } from './src/json.js'
+import { nestedDeeperThan } from './src/protocol/json.js'
 import { logRedaction } from './src/log-redaction.js'
 
 export interface BuildOptions {

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import swagger from '@fastify/swagger'
 import type { FastifySchema } from 'fastify'
 import fp from 'fastify-plugin'
-import { buildAsyncApi } from '../src/asyncapi.js'
+import { buildAsyncApi } from '../src/protocol/asyncapi.js'
 
 /** The version of the running package (cwd is the package root under `npm start` and in the image). */
 function packageVersion (): string {

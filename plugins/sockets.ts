@@ -1,10 +1,10 @@
 import fp from 'fastify-plugin'
 import { ClientEvents } from '../src/client-events.js'
-import { FrameHandler } from '../src/frame-handler.js'
-import { Hub } from '../src/hub.js'
-import { SocketSessions } from '../src/sessions.js'
+import { FrameHandler } from '../src/socket/frame-handler.js'
+import { Hub } from '../src/socket/hub.js'
+import { SocketSessions } from '../src/socket/sessions.js'
 import { Webhook } from '../src/webhook.js'
-import { FAST_PATH_WS_VERSION, installedWsVersion } from '../src/writer.js'
+import { FAST_PATH_WS_VERSION, installedWsVersion } from '../src/socket/writer.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

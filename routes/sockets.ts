@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type WebSocket from 'ws'
-import type { SocketRequest } from '../src/admission.js'
+import type { SocketRequest } from '../src/socket/admission.js'
 
 function socketRequest (request: FastifyRequest): SocketRequest {
   const query = request.query as Record<string, unknown>

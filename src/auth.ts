@@ -3,8 +3,8 @@ import { createVerifier } from 'fast-jwt'
 import { Type, type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import type { Config } from './config.js'
-import { CloseCode, Sources, User } from './protocol.js'
-import { Role, type SourcesFilter } from './routing.js'
+import { CloseCode, Sources, User } from './protocol/protocol.js'
+import { Role, type SourcesFilter } from './protocol/routing.js'
 
 export const Claims = Type.Object({
   sub: Type.Union([Type.String({ minLength: 1 }), Type.Integer()]),

@@ -1,10 +1,10 @@
-import { StoreUnavailableError } from './store-errors.js'
-import type { ChatLog } from './chat-log.js'
-import type { Connection } from './connection.js'
+import { StoreUnavailableError } from './stores/store-errors.js'
+import type { ChatLog } from './stores/chat-log.js'
+import type { Connection } from './socket/connection.js'
 import type { Metrics } from './metrics.js'
-import { ErrorCode, type ClientFrame, type Message, type MessageStatus } from './protocol.js'
+import { ErrorCode, type ClientFrame, type Message, type MessageStatus } from './protocol/protocol.js'
 import type { Publisher } from './publisher.js'
-import { chatSocketReceives, type RelayEvent } from './routing.js'
+import { chatSocketReceives, type RelayEvent } from './protocol/routing.js'
 import { WebhookError, type Webhook } from './webhook.js'
 
 type SendMessage = Extract<ClientFrame, { type: 'send_message' }>

@@ -1,9 +1,9 @@
-import type { Bus } from './bus.js'
-import { BusUnavailableError } from './store-errors.js'
-import type { ChatLog } from './chat-log.js'
+import type { Bus } from './stores/bus.js'
+import { BusUnavailableError } from './stores/store-errors.js'
+import type { ChatLog } from './stores/chat-log.js'
 import type { Metrics } from './metrics.js'
-import { encodePacket } from './packet.js'
-import { audienceTopics, planDeliveries, type RelayEvent } from './routing.js'
+import { encodePacket } from './protocol/packet.js'
+import { audienceTopics, planDeliveries, type RelayEvent } from './protocol/routing.js'
 
 /**
  * The one way an event enters the bus: plan deliveries, serialize each frame once, publish, and resolve

@@ -1,7 +1,7 @@
 import { Compile } from 'typebox/compile'
 import type { Metrics } from './metrics.js'
-import { nestedDeeperThan } from './json.js'
-import { Message, unroutableField, type User } from './protocol.js'
+import { nestedDeeperThan } from './protocol/json.js'
+import { Message, unroutableField, type User } from './protocol/protocol.js'
 
 /** Forwards a client event to the backend and reads back the message it created, if any. */
 export interface WebhookRequest {

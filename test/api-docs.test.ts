@@ -4,11 +4,11 @@ import AjvModule from 'ajv'
 import Ajv2020Module from 'ajv/dist/2020.js'
 import t from 'tap'
 import { Claims } from '../src/auth.js'
-import { CloseCode } from '../src/protocol.js'
+import { CloseCode } from '../src/protocol/protocol.js'
 import {
   AssignedChat, Chat, clientFrames, GlobalBody, MessageBody, OperatorsBody, serverFrames
-} from '../src/protocol.js'
-import { planDeliveries, type RelayEvent } from '../src/routing.js'
+} from '../src/protocol/protocol.js'
+import { planDeliveries, type RelayEvent } from '../src/protocol/routing.js'
 import { startRelay } from './helpers/relay.js'
 
 /* Documents are read loosely: JSON from the wire, the assertions say what matters. */
@@ -178,10 +178,10 @@ t.test('AsyncAPI: every event name written in the code is in the document', asyn
   const names = new Map<string, string>()
   const read = (file: string): string => readFileSync(new URL(`../src/${file}`, import.meta.url), 'utf8')
   // Routing and client events name events as snake_case literals; the rest write frames as `type: '...'`.
-  for (const file of ['routing.ts', 'client-events.ts']) {
+  for (const file of ['protocol/routing.ts', 'client-events.ts']) {
     for (const [, name] of read(file).matchAll(/'([a-z]+(?:_[a-z]+)+)'/g)) names.set(name as string, file)
   }
-  for (const file of ['sessions.ts', 'frame-handler.ts', 'client-events.ts', 'routing.ts']) {
+  for (const file of ['socket/sessions.ts', 'socket/frame-handler.ts', 'client-events.ts', 'protocol/routing.ts']) {
     for (const [, name] of read(file).matchAll(/\btype: '([a-z_]+)',\s*data\b/g)) names.set(name as string, file)
   }
   t.ok(names.size >= 14, `the scan found the event names (${[...names.keys()].join(', ')})`)

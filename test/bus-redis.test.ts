@@ -1,9 +1,9 @@
 import { Redis } from 'ioredis'
 import t from 'tap'
-import type { BusState } from '../src/bus.js'
-import { BusUnavailableError } from '../src/store-errors.js'
-import { RedisBus } from '../src/bus-redis.js'
-import { createRedisClient } from '../src/redis.js'
+import type { BusState } from '../src/stores/bus.js'
+import { BusUnavailableError } from '../src/stores/store-errors.js'
+import { RedisBus } from '../src/stores/bus-redis.js'
+import { createRedisClient } from '../src/stores/redis.js'
 import { startRedis, type PrivateRedis } from './helpers/redis.js'
 
 const silent = { info: () => {}, warn: () => {}, error: () => {} }

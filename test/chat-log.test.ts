@@ -1,11 +1,11 @@
 import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { ChatLogUnavailableError } from '../src/store-errors.js'
-import type { ChatLog } from '../src/chat-log.js'
-import { MemoryChatLog } from '../src/chat-log-memory.js'
-import { RedisChatLog } from '../src/chat-log-redis.js'
-import type { Chat, Message } from '../src/protocol.js'
-import { createRedisClient } from '../src/redis.js'
+import { ChatLogUnavailableError } from '../src/stores/store-errors.js'
+import type { ChatLog } from '../src/stores/chat-log.js'
+import { MemoryChatLog } from '../src/stores/chat-log-memory.js'
+import { RedisChatLog } from '../src/stores/chat-log-redis.js'
+import type { Chat, Message } from '../src/protocol/protocol.js'
+import { createRedisClient } from '../src/stores/redis.js'
 import { startRedis } from './helpers/redis.js'
 
 interface Bounds {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import t from 'tap'
-import { roomKey } from '../src/presence-node.js'
+import { roomKey } from '../src/stores/presence-node.js'
 import { closeAll, join, type Frame } from './helpers/client.js'
 import { eventually, startCluster } from './helpers/cluster.js'
 import { startRedis } from './helpers/redis.js'

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import t from 'tap'
-import { audienceTopics, Topic } from '../src/routing.js'
+import { audienceTopics, Topic } from '../src/protocol/routing.js'
 import { closeAll, join } from './helpers/client.js'
 import { eventually, startCluster } from './helpers/cluster.js'
 import { startRedis } from './helpers/redis.js'

@@ -2,11 +2,11 @@ import type { AddressInfo, Socket } from 'node:net'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import WebSocket, { WebSocketServer } from 'ws'
-import { Connection, type ConnectionLimits } from '../src/connection.js'
-import { decodePacket, encodePacket } from '../src/packet.js'
-import type { ServerFrame } from '../src/protocol.js'
-import type { SocketAttributes } from '../src/routing.js'
-import { FAST_PATH_WS_VERSION, installedWsVersion, Writer, type DropReason, type WriterHooks } from '../src/writer.js'
+import { Connection, type ConnectionLimits } from '../src/socket/connection.js'
+import { decodePacket, encodePacket } from '../src/protocol/packet.js'
+import type { ServerFrame } from '../src/protocol/protocol.js'
+import type { SocketAttributes } from '../src/protocol/routing.js'
+import { FAST_PATH_WS_VERSION, installedWsVersion, Writer, type DropReason, type WriterHooks } from '../src/socket/writer.js'
 
 /*
  * Connection.send against real `ws` servers and clients over loopback TCP. Every frame carries a sequence

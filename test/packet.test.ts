@@ -1,8 +1,8 @@
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import t from 'tap'
-import { decodePacket, encodePacket, PacketError } from '../src/packet.js'
-import type { Audience, Delivery } from '../src/routing.js'
+import { decodePacket, encodePacket, PacketError } from '../src/protocol/packet.js'
+import type { Audience, Delivery } from '../src/protocol/routing.js'
 
 /**
  * The reference framer: ws's own `Sender.frame`, i.e. the bytes ws writes for `socket.send(payload)` on a

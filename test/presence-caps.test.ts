@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { operatorKey, roomKey } from '../src/presence-node.js'
+import { operatorKey, roomKey } from '../src/stores/presence-node.js'
 import { closeAll, connect, join, type Frame, type TestClient } from './helpers/client.js'
 import { eventually, startCluster } from './helpers/cluster.js'
 import { parsePrometheus, valueOf } from './helpers/prometheus.js'

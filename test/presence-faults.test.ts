@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { roomKey } from '../src/presence-node.js'
+import { roomKey } from '../src/stores/presence-node.js'
 import { closeAll, connect, join, type Frame, type TestClient } from './helpers/client.js'
 import { eventually, FAST_REDIS_ENV, startCluster, waitForBus } from './helpers/cluster.js'
 import { startLatencyProxy } from './helpers/latency-proxy.js'

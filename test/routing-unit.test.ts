@@ -1,6 +1,6 @@
 import t from 'tap'
-import { admits, audienceTopics, planDeliveries, sourcesAdmit, type SocketAttributes } from '../src/routing.js'
-import type { Message } from '../src/protocol.js'
+import { admits, audienceTopics, planDeliveries, sourcesAdmit, type SocketAttributes } from '../src/protocol/routing.js'
+import type { Message } from '../src/protocol/protocol.js'
 
 const chatSocket = (role: string, userId: string, chatUuid = 'c1'): SocketAttributes =>
   ({ endpoint: 'chat', role, userId, userKey: `${role}:${userId}`, chatUuid })

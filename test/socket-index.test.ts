@@ -1,6 +1,6 @@
 import t from 'tap'
-import type { Connection } from '../src/connection.js'
-import { SocketIndex } from '../src/socket-index.js'
+import type { Connection } from '../src/socket/connection.js'
+import { SocketIndex } from '../src/socket/socket-index.js'
 
 // The index only stores and compares references: plain objects stand in for connections.
 const socket = (name: string): Connection => ({ name }) as unknown as Connection

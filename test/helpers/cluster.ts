@@ -1,4 +1,4 @@
-import type { BusState } from '../../src/bus.js'
+import type { BusState } from '../../src/stores/bus.js'
 import type { PrivateRedis } from './redis.js'
 import { startRelay, type Relay, type Tap } from './relay.js'
 

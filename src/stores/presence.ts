@@ -1,6 +1,6 @@
-import { encodePacket } from './packet.js'
-import type { OnlineUser, User } from './protocol.js'
-import { audienceTopics, planDeliveries } from './routing.js'
+import { encodePacket } from '../protocol/packet.js'
+import type { OnlineUser, User } from '../protocol/protocol.js'
+import { audienceTopics, planDeliveries } from '../protocol/routing.js'
 
 /**
  * Who is connected: users per chat room (for user_connected / user_disconnected) and operator console

@@ -1,8 +1,8 @@
-import type { Bus } from './bus.js'
+import type { Bus } from '../stores/bus.js'
 import type { Connection } from './connection.js'
-import type { Metrics } from './metrics.js'
-import { decodePacket, type Outbound, type Packet } from './packet.js'
-import { Topic, type Audience } from './routing.js'
+import type { Metrics } from '../metrics.js'
+import { decodePacket, type Outbound, type Packet } from '../protocol/packet.js'
+import { Topic, type Audience } from '../protocol/routing.js'
 import { SocketIndex } from './socket-index.js'
 import { Writer } from './writer.js'
 

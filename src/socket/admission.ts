@@ -1,8 +1,8 @@
 import type { WebSocket } from 'ws'
-import { authorize, SocketAuthError, type Principal } from './auth.js'
+import { authorize, SocketAuthError, type Principal } from '../auth.js'
 import { closeSocket, type Connection } from './connection.js'
-import { closeCodeLabel, type Metrics } from './metrics.js'
-import { CloseCode } from './protocol.js'
+import { closeCodeLabel, type Metrics } from '../metrics.js'
+import { CloseCode } from '../protocol/protocol.js'
 
 export interface AdmissionLogger {
   info: (object: object, message: string) => void

@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis'
 import { ChatLogUnavailableError } from './store-errors.js'
 import { chatLogDefaults, scopeChange, scopeOfRemembered, type ChatLog, type RememberedScope, type ScopeChange } from './chat-log.js'
-import type { Chat, Message } from './protocol.js'
+import type { Chat, Message } from '../protocol/protocol.js'
 import { LuaScript, storeCommand } from './redis.js'
-import type { ChatScope } from './routing.js'
+import type { ChatScope } from '../protocol/routing.js'
 
 export interface RedisChatLogOptions {
   client: Redis

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import type { Metrics } from './metrics.js'
+import type { Metrics } from '../metrics.js'
 import type { ChatSocket, PresenceEvent, PresencePackets } from './presence.js'
 import { ALIVE, DEAD_NODES, HEARTBEAT, SWEEP, SWEPT, TOMBSTONE_MS } from './presence-scripts.js'
 import type { LuaScript, RedisLogger } from './redis.js'

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import type { Bus } from './bus.js'
-import type { Metrics } from './metrics.js'
+import type { Metrics } from '../metrics.js'
 import type { ChatSocket, ConsoleSession, PresencePackets } from './presence.js'
 import { packetArgs, runScript, type PresenceKeys } from './presence-node.js'
 import { ADD_SESSION, ANNOUNCED, BATCH, JOIN, LEAVE, NO_CAP, REFUSED, REMOVE_SESSION } from './presence-scripts.js'

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import WebSocket from 'ws'
-import { truncateUtf8 } from './json.js'
-import type { ServerFrame, User } from './protocol.js'
-import type { SocketAttributes } from './routing.js'
+import { truncateUtf8 } from '../protocol/json.js'
+import type { ServerFrame, User } from '../protocol/protocol.js'
+import type { SocketAttributes } from '../protocol/routing.js'
 import type { SendState, Writer } from './writer.js'
 
 export interface ConnectionLimits {

@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws'
 import type { Connection } from './connection.js'
-import type { Metrics } from './metrics.js'
-import { CloseCode } from './protocol.js'
+import type { Metrics } from '../metrics.js'
+import { CloseCode } from '../protocol/protocol.js'
 
 export interface UpkeepLogger {
   info: (object: object, message: string) => void

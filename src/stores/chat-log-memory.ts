@@ -1,5 +1,5 @@
-import type { Chat, Message } from './protocol.js'
-import type { ChatScope } from './routing.js'
+import type { Chat, Message } from '../protocol/protocol.js'
+import type { ChatScope } from '../protocol/routing.js'
 import { chatLogDefaults, mergeScope, scopeChange, scopeOfRemembered, type ChatLog, type RememberedScope } from './chat-log.js'
 
 /** A Map that forgets its least recently used entry beyond `limit` (set and `use` count as use). */

@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis'
 import type { Bus } from './bus.js'
 import { PresenceUnavailableError } from './store-errors.js'
-import type { Metrics } from './metrics.js'
-import type { OnlineUser } from './protocol.js'
+import type { Metrics } from '../metrics.js'
+import type { OnlineUser } from '../protocol/protocol.js'
 import {
   summarizeSessions, type ChatSocket, type ConsoleSession, type Presence, type PresencePackets
 } from './presence.js'

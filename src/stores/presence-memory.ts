@@ -1,6 +1,6 @@
 import type { Bus } from './bus.js'
-import type { Metrics } from './metrics.js'
-import type { OnlineUser } from './protocol.js'
+import type { Metrics } from '../metrics.js'
+import type { OnlineUser } from '../protocol/protocol.js'
 import { summarizeSessions, type ChatSocket, type ConsoleSession, type Presence, type PresenceEvent, type PresenceLogger, type PresencePackets } from './presence.js'
 
 export interface MemoryPresenceOptions {

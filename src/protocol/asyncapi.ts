@@ -1,5 +1,5 @@
 import type { TSchema } from 'typebox'
-import { Claims } from './auth.js'
+import { Claims } from '../auth.js'
 import {
   clientFrames, CloseCode, ErrorCode, serverFrames, type ClientEventType, type ServerEventType
 } from './protocol.js'

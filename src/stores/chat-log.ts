@@ -1,5 +1,5 @@
-import type { Chat, Message } from './protocol.js'
-import { idString, type ChatScope } from './routing.js'
+import type { Chat, Message } from '../protocol/protocol.js'
+import { idString, type ChatScope } from '../protocol/routing.js'
 
 /**
  * What the relay remembers about chats in standalone mode: the per-chat message counter, recent

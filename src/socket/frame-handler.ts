@@ -1,11 +1,11 @@
 import type { RawData } from 'ws'
 import { Compile, type Validator } from 'typebox/compile'
-import type { ClientEvents } from './client-events.js'
+import type { ClientEvents } from '../client-events.js'
 import type { Connection } from './connection.js'
 import type { HubLogger } from './hub.js'
-import { nestedDeeperThan, preview } from './json.js'
-import type { Metrics } from './metrics.js'
-import { clientFrames, CloseCode, ErrorCode, type ClientEventType, type ClientFrame } from './protocol.js'
+import { nestedDeeperThan, preview } from '../protocol/json.js'
+import type { Metrics } from '../metrics.js'
+import { clientFrames, CloseCode, ErrorCode, type ClientEventType, type ClientFrame } from '../protocol/protocol.js'
 
 const validators = new Map<string, Validator>(
   Object.entries(clientFrames).map(([type, schema]) => [type, Compile(schema)])

@@ -2,10 +2,10 @@ import { createRequire } from 'node:module'
 import { Socket } from 'node:net'
 import WebSocket from 'ws'
 import type { Connection } from './connection.js'
-import type { Outbound } from './packet.js'
-import { admits, type Audience } from './routing.js'
+import type { Outbound } from '../protocol/packet.js'
+import { admits, type Audience } from '../protocol/routing.js'
 import type { Sockets } from './socket-index.js'
-import { CloseCode, type ServerFrame } from './protocol.js'
+import { CloseCode, type ServerFrame } from '../protocol/protocol.js'
 
 /**
  * The send path, whole: fan-out over prepared candidates, the pre-framed fast path under `ws`, burst
