@@ -56,6 +56,8 @@ export class People {
   readonly stable: SoakSocket[] = []
   readonly #churning = new Set<SoakSocket>()
   readonly #slow = new Set<SoakSocket>()
+  /** What a churning socket waits for before it may leave (a customer: its own message back). */
+  readonly #mayLeave = new Map<SoakSocket, () => boolean>()
   readonly #timers = new Set<NodeJS.Timeout>()
   #serial = 0
   #tag = 0
@@ -233,19 +235,22 @@ export class People {
   /** A churning socket: leaves after `lifetimeMs` (once `leaveWhen` allows, at most 20 s later), checked as it goes. */
   #track (socket: SoakSocket, lifetimeMs: number, hooks: { connected?: () => void, closed?: () => void, leaveWhen?: () => boolean }): void {
     this.#churning.add(socket)
+    if (hooks.leaveWhen !== undefined) this.#mayLeave.set(socket, hooks.leaveWhen)
     socket.onConnected = () => {
       this.stats.churnJoined += 1
       hooks.connected?.()
     }
     socket.onClosed = () => {
       this.#churning.delete(socket)
+      this.#mayLeave.delete(socket)
       if (socket.connectedAt !== undefined) hooks.closed?.()
       else if (this.running) this.stats.churnFailed += 1
     }
     const deadline = Date.now() + lifetimeMs + 20_000
     const leave = (): void => {
-      if (socket.connectedAt === undefined) return socket.ws.terminate()
-      if (hooks.leaveWhen?.() === false && Date.now() < deadline) return this.#later(250, leave)
+      if (socket.closedAt !== undefined) return
+      // Not yet connected: the connect timeout ends it if it never is.
+      if (socket.connectedAt === undefined || (hooks.leaveWhen?.() === false && Date.now() < deadline)) return this.#later(250, leave)
       this.#leave(socket)
     }
     setTimeout(() => { if (socket.connectedAt === undefined) socket.ws.terminate() }, CONNECT_TIMEOUT_MS).unref()
@@ -300,6 +305,13 @@ export class People {
     clearInterval(this.#churnTimer)
     for (const timer of this.#timers) clearTimeout(timer)
     this.#timers.clear()
+    // Sockets still connecting may already be announced: let them finish, so that their leave is announced as
+    // expected. A message still in the relay's queue for a socket that closes is dropped, never published:
+    // wait for the echoes.
+    const settled = Date.now() + 20_000
+    const waiting = (): boolean => [...this.#churning, ...this.#slow].some((socket) => socket.closedAt === undefined &&
+      (socket.connectedAt === undefined || this.#mayLeave.get(socket)?.() === false))
+    while (waiting() && Date.now() < settled) await new Promise((resolve) => setTimeout(resolve, 100))
     for (const socket of this.#churning) {
       if (socket.connectedAt === undefined) socket.ws.terminate()
       else this.#leave(socket)
