@@ -5,7 +5,7 @@ export type Sockets = Connection | Set<Connection>
 
 /**
  * Sockets by key (chat room, operator id, widget). A key with one socket, like an operator with one
- * console, holds it directly: a Set per key would cost about 150 bytes more per idle connection.
+ * console, holds it directly: a Set per key would make every idle connection heavier (BENCHMARKS.md).
  */
 export class SocketIndex {
   readonly #entries = new Map<string, Sockets>()
