@@ -4,12 +4,13 @@ import { rssBytes, totalCpuSeconds } from './proc.js'
 import {
   currentRuntime, DriverProcess, InProcessDriver, startRedis, startServer, stop, type DriverLink, type RedisProcess, type Runtime, type ServerProcess
 } from './processes.js'
-import { clientCount, scenario, WIRE, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
+import type { DriverAnswer, PostPlan } from './messages.js'
+import { clientCount, scenario, systemsFor, WIRE, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
 
 /**
  * One benchmark invocation: for each scenario, each system in turn on fresh server processes, measured
- * by the same two driver processes (prober: posts and samples latency; counter: counts the rest).
- * Server CPU comes from /proc of the server processes over the posting window.
+ * by the same driver processes (prober: posts and samples latency; counter: counts the rest; (g) has
+ * several counters). Server CPU comes from /proc of the server processes over the posting window.
  */
 
 export interface CaseResult {
@@ -36,6 +37,13 @@ export interface CaseResult {
   bytesPerConnection?: number
   /** Heap (used + external) growth per idle connection, after a full collection. */
   heapBytesPerConnection?: number
+  /** Wall time to open and subscribe every client (in (d) and (g): both halves, without the pause between). */
+  connectSeconds?: number
+  /** Server processes' CPU over those connects, per client, µs. */
+  cpuMicrosPerConnect?: number
+  /** (g): the servers' RSS and heap with every client connected, after a full collection. */
+  serverRssBytes?: number
+  serverHeapBytes?: number
   driverCpuSeconds: number
   /** Set when the case could not run; the other fields are then zero. */
   error?: string
@@ -50,9 +58,22 @@ interface Cluster {
   pids: number[]
 }
 
+/**
+ * Where (g)'s clients connect from: Linux routes all of 127.0.0.0/8 to lo, and each source address has
+ * its own ephemeral ports, so 50,000 sockets to one server port do not run out of them. Each case takes a
+ * fresh block (127.0.<round>.2 and up): the previous case's client ports sit in TIME_WAIT for a minute,
+ * and binding a source address skips them.
+ */
+export function loopbackSources (count: number, round: number): string[] {
+  if (process.platform !== 'linux') return ['127.0.0.1']
+  return Array.from({ length: count }, (_, index) => `127.0.${round % 256}.${2 + index}`)
+}
+
 class Bench {
   readonly runtime: Runtime = currentRuntime(import.meta.url)
   redis: RedisProcess | undefined
+  /** (g) cases run so far: each connects from its own block of loopback addresses. */
+  scaleRounds = 0
 
   constructor (readonly options: BenchOptions, readonly log: (line: string) => void) {}
 
@@ -60,7 +81,8 @@ class Bench {
     return new URL(`${path}${this.runtime.extension}`, import.meta.url)
   }
 
-  async startCluster (system: SystemName, nodes: number, idle = false): Promise<Cluster> {
+  /** `memory`: the servers collect and report their memory on SIGWINCH (see memoryAfterGc). */
+  async startCluster (system: SystemName, nodes: number, memory = false): Promise<Cluster> {
     const env: Record<string, string> = {}
     if (nodes > 1) {
       this.redis ??= await startRedis()
@@ -77,12 +99,18 @@ class Bench {
         LOG_LEVEL: 'warn',
         REDIS_PREFIX: `bench-${randomBytes(4).toString('hex')}:`,
         DRAIN_WINDOW_MS: '0',
-        SHUTDOWN_TIMEOUT_MS: '5000'
+        SHUTDOWN_TIMEOUT_MS: '5000',
+        // Every bench client is a user of its own (workload.ts), so MAX_SOCKETS_PER_USER's default holds;
+        // the per-address and total caps stay off whatever the caller's environment says: (g) opens
+        // 50,000 sockets from four loopback addresses.
+        MAX_CONNECTIONS_PER_IP: '0',
+        MAX_CONNECTIONS: '0'
       })
     }
-    const flags = idle
-      ? ['--expose-gc', '--import', this.script('./servers/gc-on-signal').href]
-      : system === 'relay' && this.options.profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${this.options.profileDir}`] : []
+    const flags = [
+      ...(memory ? ['--expose-gc', '--import', this.script('./servers/gc-on-signal').href] : []),
+      ...(system === 'relay' && this.options.profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${this.options.profileDir}`] : [])
+    ]
     const start = system === 'relay' && this.options.relayInProcess === true
       ? async () => await startRelayInProcess(env)
       : async () => await startServer(script, this.runtime, env, flags)
@@ -109,7 +137,7 @@ class Bench {
     }
     let cluster: Cluster
     try {
-      cluster = await this.startCluster(system, plan.nodes, plan.plan === undefined)
+      cluster = await this.startCluster(system, plan.nodes, plan.plan === undefined || plan.scale !== undefined)
     } catch (error) {
       return { ...base, error: (error as Error).message.split('\n')[0] as string }
     }
@@ -129,8 +157,49 @@ class Bench {
   async measure (base: CaseResult, cluster: Cluster, plan: Scenario, drivers: DriverLink[]): Promise<CaseResult> {
     const { options } = this
     const { clients, system } = base
+    await this.startDrivers(system, cluster, plan, drivers)
+    const together = plan.scale !== undefined
+    if (plan.plan === undefined || plan.scale !== undefined) {
+      // Memory per connection: the growth from half the clients to all of them, each reading taken
+      // after a settle and a full collection, so neither start-up slack in a server's heap nor garbage
+      // not yet collected favours anybody.
+      const half = Math.floor(clients / 2)
+      const firstHalf = await this.connect(drivers, 0, half, together, cluster)
+      await delay(options.idleSettleMs)
+      const atHalf = await memoryAfterGc(cluster.servers)
+      const secondHalf = await this.connect(drivers, half, clients, together, cluster)
+      const connectSeconds = firstHalf.seconds + secondHalf.seconds
+      this.log(`  ${system}: ${clients} clients subscribed in ${connectSeconds.toFixed(1)} s`)
+      await delay(options.idleSettleMs)
+      const atFull = await memoryAfterGc(cluster.servers)
+      const added = clients - half
+      const memory = {
+        connectSeconds,
+        cpuMicrosPerConnect: (firstHalf.cpuSeconds + secondHalf.cpuSeconds) / clients * 1e6,
+        bytesPerConnection: (atFull.rss - atHalf.rss) / added,
+        heapBytesPerConnection: (atFull.heap - atHalf.heap) / added
+      }
+      if (plan.plan === undefined) return { ...base, ...memory }
+      this.log(`  ${system}: RSS ${(atFull.rss / 2 ** 20).toFixed(0)} MiB, heap ${(atFull.heap / 2 ** 20).toFixed(0)} MiB with every client connected`)
+      return { ...await this.deliver(base, cluster, plan.plan, drivers), ...memory, serverRssBytes: atFull.rss, serverHeapBytes: atFull.heap }
+    }
+    const connected = await this.connect(drivers, 0, clients, together, cluster)
+    this.log(`  ${system}: ${clients} clients subscribed in ${connected.seconds.toFixed(1)} s`)
+    return { ...await this.deliver(base, cluster, plan.plan, drivers), connectSeconds: connected.seconds, cpuMicrosPerConnect: connected.cpuSeconds / clients * 1e6 }
+  }
+
+  /** The prober (posts, owns the sampling clients) and the counters (the rest, shared out in (g)). */
+  async startDrivers (system: SystemName, cluster: Cluster, plan: Scenario, drivers: DriverLink[]): Promise<void> {
+    const { options } = this
+    const clients = clientCount(plan.workload)
     const split = options.sampleEvery > 1 && clients > 1
-    for (const role of split ? ['prober', 'counter'] as const : ['prober'] as const) {
+    const counters = split ? plan.scale?.drivers ?? 1 : 0
+    const sourceAddresses = plan.scale === undefined ? undefined : loopbackSources(plan.scale.addresses, this.scaleRounds++)
+    const roles = [{ role: 'prober' as const }, ...Array.from({ length: counters }, (_, index) => ({
+      role: 'counter' as const,
+      ...(counters > 1 ? { shard: { index, count: counters } } : {})
+    }))]
+    for (const role of roles) {
       const driver = options.driverInProcess === true ? new InProcessDriver() : new DriverProcess(this.script('./driver'), this.runtime)
       drivers.push(driver)
       const hello = await driver.next()
@@ -138,44 +207,32 @@ class Bench {
       await driver.ask({
         op: 'init',
         init: {
-          role,
+          ...role,
           system: WIRE[system],
           workload: plan.workload,
           ports: cluster.servers.map((server) => server.port),
           sampleEvery: split ? options.sampleEvery : 1,
           connectConcurrency: options.connectConcurrency,
+          ...(sourceAddresses === undefined ? {} : { sourceAddresses }),
           apiToken: API_TOKEN,
           jwtSecret: JWT_SECRET
         }
       }, 'inited')
     }
-    const connectStart = Date.now()
-    if (plan.plan === undefined) {
-      // Memory per idle connection: the growth from half the clients to all of them, each reading taken
-      // after a settle and a full collection, so neither start-up slack in a server's heap nor garbage
-      // not yet collected favours anybody.
-      const half = Math.floor(clients / 2)
-      await this.connect(drivers, 0, half)
-      await delay(options.idleSettleMs)
-      const atHalf = await memoryAfterGc(cluster.servers)
-      await this.connect(drivers, half, clients)
-      this.log(`  ${system}: ${clients} clients subscribed in ${((Date.now() - connectStart) / 1000).toFixed(1)} s`)
-      await delay(options.idleSettleMs)
-      const atFull = await memoryAfterGc(cluster.servers)
-      const added = clients - half
-      return { ...base, bytesPerConnection: (atFull.rss - atHalf.rss) / added, heapBytesPerConnection: (atFull.heap - atHalf.heap) / added }
-    }
-    await this.connect(drivers, 0, clients)
-    this.log(`  ${system}: ${clients} clients subscribed in ${((Date.now() - connectStart) / 1000).toFixed(1)} s`)
+  }
 
+  /** Arms every driver, posts the plan, waits for the drains: what was delivered, how fast, at what cost. */
+  async deliver (base: CaseResult, cluster: Cluster, postPlan: PostPlan, drivers: DriverLink[]): Promise<CaseResult> {
+    const { options } = this
+    const { system } = base
     // Connection-time work (presence, user_connected) is over before the clock starts.
     await delay(500)
     for (const driver of [...drivers].reverse()) await driver.ask({ op: 'arm' }, 'armed')
-    const redisPid = plan.nodes > 1 ? this.redis?.pid : undefined
+    const redisPid = base.nodes > 1 ? this.redis?.pid : undefined
     const cpuBefore = totalCpuSeconds(cluster.pids)
     const redisBefore = redisPid === undefined ? 0 : totalCpuSeconds([redisPid])
     const prober = drivers[0] as DriverLink
-    const posted = await prober.ask({ op: 'post', plan: plan.plan }, 'posted')
+    const posted = await prober.ask({ op: 'post', plan: postPlan }, 'posted')
     const drained = await Promise.all(drivers.map(async (driver) =>
       await driver.ask({ op: 'drain', idleMs: options.drainIdleMs, deadlineMs: 180_000 }, 'drained')))
     const cpu = totalCpuSeconds(cluster.pids) - cpuBefore
@@ -188,13 +245,12 @@ class Bench {
     const seconds = Math.max(0.001, (lastDeliveryAt - posted.firstPostAt) / 1000)
     const closes: Record<string, number> = {}
     for (const answer of drained) for (const [code, count] of Object.entries(answer.closes)) closes[code] = (closes[code] ?? 0) + count
-    const lost = sum('lost')
     if (posted.errors > 0) this.log(`  ${system}: ${posted.errors} POSTs failed (${posted.firstError ?? '?'})`)
     return {
       ...base,
       expected: sum('expected'),
       received,
-      lost,
+      lost: sum('lost'),
       extra: sum('extra'),
       closes,
       postErrors: posted.errors,
@@ -207,22 +263,34 @@ class Bench {
     }
   }
 
-  /** Opens clients [from, to) in rounds, alternating prober and counter, so samplers are spread in join order. */
-  async connect (drivers: DriverLink[], from: number, to: number): Promise<void> {
+  /**
+   * Opens clients [from, to) in rounds, so samplers are spread in join order; returns the seconds it took
+   * and the CPU seconds the servers spent meanwhile.
+   * In a round the drivers take turns, or (`together`, for (g)) all connect at once, so that the driver
+   * is not what limits how fast a node takes 50,000 sockets.
+   */
+  async connect (drivers: DriverLink[], from: number, to: number, together: boolean, cluster: Cluster): Promise<{ seconds: number, cpuSeconds: number }> {
+    const started = performance.now()
+    const cpuBefore = totalCpuSeconds(cluster.pids)
     const count = to - from
     const phases = Math.max(1, Math.min(this.options.connectPhases, count))
     let failed = 0
     let firstError: string | undefined
+    const tally = (answer: Extract<DriverAnswer, { op: 'connected' }>): void => {
+      failed += answer.failed
+      firstError ??= answer.firstError
+    }
     for (let phase = 0; phase < phases; phase++) {
-      const start = from + Math.floor(phase * count / phases)
-      const end = from + Math.floor((phase + 1) * count / phases)
-      for (const driver of drivers) {
-        const answer = await driver.ask({ op: 'connect', from: start, to: end }, 'connected')
-        failed += answer.failed
-        firstError ??= answer.firstError
+      const request = { op: 'connect', from: from + Math.floor(phase * count / phases), to: from + Math.floor((phase + 1) * count / phases) } as const
+      if (together) {
+        const answers = await Promise.all(drivers.map(async (driver) => await driver.ask(request, 'connected')))
+        answers.forEach(tally)
+      } else {
+        for (const driver of drivers) tally(await driver.ask(request, 'connected'))
       }
     }
     if (failed > 0) throw new Error(`${failed} of ${count} clients could not subscribe (first: ${firstError ?? '?'})`)
+    return { seconds: (performance.now() - started) / 1000, cpuSeconds: totalCpuSeconds(cluster.pids) - cpuBefore }
   }
 
   async close (): Promise<void> {
@@ -280,7 +348,7 @@ export async function runBench (options: BenchOptions, log: (line: string) => vo
   try {
     for (const name of options.scenarios) {
       let rate = options.rate
-      const systems = [...options.systems]
+      const systems = [...systemsFor(name, options)]
       if (name === 'c' && systems.includes('ws')) {
         // The fixed rate is one that raw ws sustains without queueing: find it first.
         systems.splice(systems.indexOf('ws'), 1)
@@ -311,7 +379,9 @@ export async function runBench (options: BenchOptions, log: (line: string) => vo
 
 function describe (result: CaseResult): string {
   if (result.error !== undefined) return `not run: ${result.error}`
-  if (result.bytesPerConnection !== undefined) return `${Math.round(result.bytesPerConnection)} bytes per idle connection`
-  return `${Math.round(result.deliveriesPerSecond)} deliveries/s, ${result.cpuMicrosPerDelivery.toFixed(2)} µs CPU/delivery, ` +
+  const memory = `${Math.round(result.bytesPerConnection ?? 0)} bytes (heap ${Math.round(result.heapBytesPerConnection ?? 0)}) per connection`
+  if (result.messages === 0) return memory
+  return `${result.bytesPerConnection === undefined ? '' : `${memory}, `}` +
+    `${Math.round(result.deliveriesPerSecond)} deliveries/s, ${result.cpuMicrosPerDelivery.toFixed(2)} µs CPU/delivery, ` +
     `p99 ${result.latency.p99.toFixed(1)} ms, lost ${result.lost}`
 }

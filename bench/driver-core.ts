@@ -47,7 +47,9 @@ export class Driver {
   }
 
   owns (index: number): boolean {
-    return isSampler(index, this.init.sampleEvery) === (this.init.role === 'prober')
+    if (isSampler(index, this.init.sampleEvery) !== (this.init.role === 'prober')) return false
+    const shard = this.init.shard
+    return shard === undefined || index % shard.count === shard.index
   }
 
   /** Opens the owned clients in [from, to), a bounded number at a time; resolves when all settled. */
@@ -72,16 +74,17 @@ export class Driver {
   }
 
   async open (index: number): Promise<string | undefined> {
-    const { system, ports } = this.init
+    const { system, ports, sourceAddresses } = this.init
     const spec = this.workload.clients[index] as ClientSpec
     const port = ports[index % ports.length] as number
+    const localAddress = sourceAddresses?.[index % sourceAddresses.length]
     const sampler = this.init.role === 'prober'
     return await new Promise((resolve) => {
       const timer = setTimeout(() => {
         client.destroy()
         resolve('not subscribed within 30 s')
       }, 30_000)
-      const client: BenchClient = new BenchClient(port, clientPath(system, spec, this.sign), system, {
+      const client: BenchClient = new BenchClient({ port, localAddress }, clientPath(system, spec, this.sign), system, {
         ready: () => {
           clearTimeout(timer)
           this.clients.set(index, client)

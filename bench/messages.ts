@@ -12,12 +12,16 @@ export type PostPlan =
 
 export interface DriverInit {
   role: 'prober' | 'counter'
+  /** Counters sharing the non-sampling clients: this one owns those whose index mod `count` is `index`. */
+  shard?: { index: number, count: number }
   system: WireProtocol
   workload: WorkloadSpec
   /** The ports of the server nodes; client i connects to node i mod nodes, posts go to the first. */
   ports: number[]
   sampleEvery: number
   connectConcurrency: number
+  /** Client i connects from address i mod length (127.0.0.x, each with its own ephemeral ports); absent: the default. */
+  sourceAddresses?: string[]
   apiToken: string
   jwtSecret: string
 }

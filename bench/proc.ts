@@ -42,6 +42,29 @@ export function openFileLimits (): { soft: number, hard: number } {
   return { soft: parse(soft), hard: parse(hard) }
 }
 
+/**
+ * Raises this process's RLIMIT_NOFILE (soft and hard) to `wanted` with prlimit(1), for the children it
+ * starts next; raising the hard limit needs CAP_SYS_RESOURCE. Returns the limits afterwards.
+ */
+export function raiseOpenFileLimit (wanted: number): { soft: number, hard: number } {
+  try {
+    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${wanted}:${wanted}`], { stdio: 'ignore' })
+  } catch {
+    // Not allowed or no prlimit: the caller reads the limits again and says what is missing.
+  }
+  return openFileLimits()
+}
+
+/** How many ephemeral ports one source address has (net.ipv4.ip_local_port_range). */
+export function ephemeralPorts (): number {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+    return (high ?? 0) - (low ?? 0) + 1
+  } catch {
+    return 16_384
+  }
+}
+
 export function loadAverage (): string {
   return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
 }

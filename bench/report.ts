@@ -11,13 +11,47 @@ const HEADER = '| system | nodes | clients | deliveries | deliveries/s | server 
   'p50 ms | p99 ms | max ms | lost | bytes/idle conn | driver CPU s |\n' +
   '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
 
+/** (g): how long all the sockets took to connect and what each costs at rest, then the deliveries to all. */
+const SCALE_HEADER = '| system | clients | connect s | connects/s | server CPU µs/connect | RSS bytes/socket | heap bytes/socket | ' +
+  'RSS MiB, all connected | deliveries | server CPU µs/delivery | p50 ms | p99 ms | max ms | lost | driver CPU s |\n' +
+  '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
+
+const cells = (values: Array<string | number>): string => values.reduce<string>((line, cell) => `${line} ${String(cell)} |`, '|')
+
+function lostCell (result: CaseResult): string {
+  const closes = Object.entries(result.closes).map(([code, count]) => `${count}×${code}`).join(' ')
+  return `${result.lost}${result.extra > 0 ? ` (+${result.extra} unexpected)` : ''}${closes === '' ? '' : ` (closed ${closes})`}`
+}
+
+function scaleRow (result: CaseResult): string {
+  const label = SYSTEM_LABEL[result.system]
+  if (result.error !== undefined) return `| ${label} | ${thousands(result.clients)} | not run: ${result.error} ||||||||||||`
+  const connect = result.connectSeconds ?? Number.NaN
+  return cells([
+    label,
+    thousands(result.clients),
+    fixed(connect, 1),
+    thousands(result.clients / connect),
+    fixed(result.cpuMicrosPerConnect, 0),
+    thousands(result.bytesPerConnection ?? Number.NaN),
+    thousands(result.heapBytesPerConnection ?? Number.NaN),
+    thousands((result.serverRssBytes ?? Number.NaN) / 2 ** 20),
+    thousands(result.received),
+    fixed(result.cpuMicrosPerDelivery, 2),
+    fixed(result.latency.p50, 2),
+    fixed(result.latency.p99, 2),
+    fixed(result.latency.max, 1),
+    lostCell(result),
+    fixed(result.driverCpuSeconds, 1)
+  ])
+}
+
 function row (result: CaseResult): string {
   const label = SYSTEM_LABEL[result.system]
-  if (result.error !== undefined) return `| ${label} | ${result.nodes} | ${thousands(result.clients)} | not run: ${result.error} |||||||||||`
-  const idle = result.bytesPerConnection !== undefined
-  const closes = Object.entries(result.closes).map(([code, count]) => `${count}×${code}`).join(' ')
-  const lost = `${result.lost}${result.extra > 0 ? ` (+${result.extra} unexpected)` : ''}${closes === '' ? '' : ` (closed ${closes})`}`
-  return [
+  if (result.error !== undefined) return `| ${label} | ${result.nodes} | ${thousands(result.clients)} | not run: ${result.error} ||||||||||||`
+  const idle = result.messages === 0
+  const lost = lostCell(result)
+  return cells([
     label,
     result.nodes,
     thousands(result.clients),
@@ -31,7 +65,7 @@ function row (result: CaseResult): string {
     idle ? '–' : lost,
     idle ? `${thousands(result.bytesPerConnection ?? 0)} (heap ${thousands(result.heapBytesPerConnection ?? Number.NaN)})` : '–',
     idle ? '–' : fixed(result.driverCpuSeconds, 1)
-  ].reduce<string>((line, cell) => `${line} ${String(cell)} |`, '|')
+  ])
 }
 
 type Check = (relay: CaseResult, peer: CaseResult) => string | undefined
@@ -59,7 +93,7 @@ const p99WithinTwoMs: Check = (relay, peer) => {
   return `${gap >= 0 ? '+' : ''}${fixed(gap, 2)} ms (target ≤ +2 ms: ${verdict(gap <= 2, `${fixed(gap - 2, 2)} ms`)})`
 }
 
-function plainRatio (field: 'cpuMicrosPerDelivery' | 'deliveriesPerSecond' | 'bytesPerConnection' | 'heapBytesPerConnection'): Check {
+function plainRatio (field: 'cpuMicrosPerDelivery' | 'deliveriesPerSecond' | 'bytesPerConnection' | 'heapBytesPerConnection' | 'connectSeconds' | 'cpuMicrosPerConnect'): Check {
   return (relay, peer) => {
     const ratio = (relay[field] ?? Number.NaN) / (peer[field] ?? Number.NaN)
     return Number.isFinite(ratio) ? `${ratio.toFixed(2)}× (no target)` : undefined
@@ -84,7 +118,13 @@ const CHECKS: Record<ScenarioName, Array<[string, Check | undefined, Check | und
   d: [['bytes per idle connection', undefined, ratioCheck('bytesPerConnection', 1.25, true), plainRatio('bytesPerConnection')],
     ['heap bytes per idle connection', plainRatio('heapBytesPerConnection'), plainRatio('heapBytesPerConnection'), plainRatio('heapBytesPerConnection')]],
   e: [['server CPU per delivery', plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery')],
-    ['deliveries/s', plainRatio('deliveriesPerSecond'), plainRatio('deliveriesPerSecond'), plainRatio('deliveriesPerSecond')]]
+    ['deliveries/s', plainRatio('deliveriesPerSecond'), plainRatio('deliveriesPerSecond'), plainRatio('deliveriesPerSecond')]],
+  g: [['connect time', plainRatio('connectSeconds'), plainRatio('connectSeconds'), plainRatio('connectSeconds')],
+    ['server CPU per connect', plainRatio('cpuMicrosPerConnect'), plainRatio('cpuMicrosPerConnect'), plainRatio('cpuMicrosPerConnect')],
+    ['RSS per socket', plainRatio('bytesPerConnection'), plainRatio('bytesPerConnection'), plainRatio('bytesPerConnection')],
+    ['heap per socket', plainRatio('heapBytesPerConnection'), plainRatio('heapBytesPerConnection'), plainRatio('heapBytesPerConnection')],
+    ['server CPU per delivery', plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery')],
+    ['p99 latency', p99Gap, p99Gap, p99Gap]]
 }
 
 const PEERS: Array<[SystemName, string]> = [['socketio', 'Socket.IO'], ['ws', 'raw ws'], ['wsCorked', 'raw ws corked']]
@@ -119,12 +159,13 @@ export function markdown (results: CaseResult[]): string {
       const tried = rows.filter((result) => !final.includes(result)).map((result) => `${result.rate ?? '?'}/s`)
       notes.push(`- raw ws queued at ${tried.join(', ')} (p99 over half the interval): rate lowered to ${final[0]?.rate ?? '?'}/s`)
     }
-    const lost = final.filter((result) => result.error === undefined && result.bytesPerConnection === undefined)
+    const lost = final.filter((result) => result.error === undefined && result.messages > 0)
     if (lost.length > 0) {
       const total = lost.reduce((sum, result) => sum + result.lost + result.extra, 0)
       notes.push(`- lost: ${total === 0 ? 'none (target 0: met)' : `**${total} frames missing or unexpected** (target 0: missed)`}`)
     }
-    sections.push([`### ${title}`, '', HEADER, ...final.map(row), '', ...comparisons(final, name), ...notes].join('\n'))
+    const table = name === 'g' ? [SCALE_HEADER, ...final.map(scaleRow)] : [HEADER, ...final.map(row)]
+    sections.push([`### ${title}`, '', ...table, '', ...comparisons(final, name), ...notes].join('\n'))
   }
   return sections.join('\n\n')
 }

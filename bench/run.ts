@@ -1,16 +1,17 @@
 import { writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { runBench } from './bench.js'
-import { loadAverage, machine, openFileLimits } from './proc.js'
+import { ephemeralPorts, loadAverage, machine, openFileLimits, raiseOpenFileLimit } from './proc.js'
 import { markdown } from './report.js'
-import { DEFAULT_OPTIONS, type BenchOptions, type ScenarioName, type SystemName } from './scenarios.js'
+import { DEFAULT_OPTIONS, DEFAULT_SYSTEMS, type BenchOptions, type ScenarioName, type SystemName } from './scenarios.js'
 
 /**
  * `npm run bench [-- --flag value ...]`: every scenario and system in one invocation, tables on stdout
  * (markdown), progress on stderr. `--out FILE` also writes the tables, `--json FILE` the raw results.
  */
 const numeric = ['fanout-clients', 'fanout-messages', 'rate-clients', 'rate', 'rate-seconds', 'idle-clients', 'mix-chats',
-  'mix-consoles', 'mix-messages', 'mix-nodes', 'inflight', 'sample-every', 'connect-concurrency', 'connect-phases', 'drain-idle-ms', 'idle-settle-ms'] as const
+  'mix-consoles', 'mix-messages', 'mix-nodes', 'scale-clients', 'scale-seconds', 'scale-drivers', 'scale-addresses', 'inflight', 'sample-every',
+  'connect-concurrency', 'connect-phases', 'drain-idle-ms', 'idle-settle-ms'] as const
 
 const { values } = parseArgs({
   options: {
@@ -29,7 +30,13 @@ const camel = (name: string): string => name.replace(/-(\w)/g, (_, letter: strin
 
 if (values.help === true) {
   const defaults = numeric.map((name) => `  --${name} ${String(DEFAULT_OPTIONS[camel(name) as keyof BenchOptions])}`)
-  process.stdout.write(`npm run bench -- [--scenarios a,b,c,d,e] [--systems relay,socketio,ws] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]\n${defaults.join('\n')}\n`)
+  process.stdout.write([
+    'npm run bench -- [--scenarios a,b,c,d,e,g] [--systems relay,socketio,ws,wsCorked] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]',
+    `  scenarios by default: ${DEFAULT_OPTIONS.scenarios.join(',')}; (g), ${DEFAULT_OPTIONS.scaleClients} sockets on one node, only with --scenarios g`,
+    `  systems by default: ${DEFAULT_SYSTEMS.a.join(',')}; in (g) ${DEFAULT_SYSTEMS.g.join(',')}`,
+    '  (g) needs `ulimit -Hn` ≥ --scale-clients + 200 in the relay and raw ws servers; the bench raises it only where it may (CAP_SYS_RESOURCE)',
+    ...defaults, ''
+  ].join('\n'))
   process.exit(0)
 }
 
@@ -41,22 +48,40 @@ for (const name of numeric) {
   if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number`)
   Object.assign(options, { [camel(name)]: value })
 }
-if (typeof values.scenarios === 'string') options.scenarios = values.scenarios.split(',') as ScenarioName[]
-if (typeof values.systems === 'string') options.systems = values.systems.split(',') as SystemName[]
+/** A comma-separated flag whose every item is one of `known`. */
+function listOf<Name extends string> (flag: string, raw: string, known: readonly Name[]): Name[] {
+  const items = raw.split(',')
+  const unknown = items.filter((item) => !(known as readonly string[]).includes(item))
+  if (unknown.length > 0) throw new Error(`--${flag}: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`)
+  return items as Name[]
+}
+if (typeof values.scenarios === 'string') options.scenarios = listOf('scenarios', values.scenarios, Object.keys(DEFAULT_SYSTEMS) as ScenarioName[])
+if (typeof values.systems === 'string') options.systems = listOf('systems', values.systems, DEFAULT_SYSTEMS.a)
 if (values['no-find-rate'] === true) options.findRate = false
 if (typeof values.profile === 'string') options.profileDir = values.profile
 
 // Each server and driver holds one descriptor per socket (children inherit this limit; Node raises the
-// soft limit to the hard one at start).
+// soft limit to the hard one at start). The relay itself is never told to raise it.
+const scale = options.scenarios.includes('g')
 const largest = Math.max(
   options.scenarios.includes('d') ? options.idleClients : 0,
   options.scenarios.includes('c') ? options.rateClients : 0,
+  scale ? options.scaleClients : 0,
   options.fanoutClients,
   options.mixChats * 2 + options.mixConsoles
 )
-const limits = openFileLimits()
-if (limits.hard < largest + 200) {
-  process.stderr.write(`bench: ${largest} sockets per process need \`ulimit -n\` ≥ ${largest + 200}; the hard limit here is ${limits.hard}\n`)
+let limits = openFileLimits()
+if (limits.hard < largest + 200) limits = raiseOpenFileLimit(largest + 200)
+if (limits.soft < largest + 200) {
+  process.stderr.write(`bench: ${largest} sockets per process need \`ulimit -n\` ≥ ${largest + 200}; the hard limit here is ${limits.hard}` +
+    ' and this process may not raise it (CAP_SYS_RESOURCE): raise it where the bench starts (`ulimit -Hn`, docker --ulimit nofile=…)' +
+    `${scale ? `, or run (g) smaller with --scale-clients ${Math.max(1, limits.hard - 200)}` : ''}\n`)
+  process.exit(1)
+}
+// (g)'s sockets all go to one server port, so each source address needs a port per socket it carries.
+const perAddress = Math.ceil(options.scaleClients / options.scaleAddresses)
+if (scale && process.platform === 'linux' && perAddress > ephemeralPorts() / 2) {
+  process.stderr.write(`bench: ${perAddress} sockets per source address, over half the ${ephemeralPorts()} ephemeral ports: raise --scale-addresses\n`)
   process.exit(1)
 }
 

@@ -2,7 +2,7 @@ import type { PostPlan, WorkloadSpec } from './messages.js'
 import type { WireProtocol } from './ws-client.js'
 
 export type SystemName = 'relay' | 'socketio' | 'ws' | 'wsCorked'
-export type ScenarioName = 'a' | 'b' | 'c' | 'd' | 'e'
+export type ScenarioName = 'a' | 'b' | 'c' | 'd' | 'e' | 'g'
 
 export const SYSTEM_LABEL: Record<SystemName, string> = {
   relay: 'relay',
@@ -14,10 +14,21 @@ export const SYSTEM_LABEL: Record<SystemName, string> = {
 /** The wire protocol each system's clients speak. */
 export const WIRE: Record<SystemName, WireProtocol> = { relay: 'relay', socketio: 'socketio', ws: 'ws', wsCorked: 'ws' }
 
+/** The systems a scenario runs when `--systems` is not given: (g) is heavy, so the relay and its floor only. */
+export const DEFAULT_SYSTEMS: Record<ScenarioName, SystemName[]> = {
+  a: ['relay', 'socketio', 'ws', 'wsCorked'],
+  b: ['relay', 'socketio', 'ws', 'wsCorked'],
+  c: ['relay', 'socketio', 'ws', 'wsCorked'],
+  d: ['relay', 'socketio', 'ws', 'wsCorked'],
+  e: ['relay', 'socketio', 'ws', 'wsCorked'],
+  g: ['relay', 'ws']
+}
+
 /** Every size is a flag of `npm run bench` (see bench/run.ts); these are the issue's defaults. */
 export interface BenchOptions {
   scenarios: ScenarioName[]
-  systems: SystemName[]
+  /** Absent: each scenario's DEFAULT_SYSTEMS. */
+  systems?: SystemName[]
   fanoutClients: number
   fanoutMessages: number
   rateClients: number
@@ -38,6 +49,13 @@ export interface BenchOptions {
   connectConcurrency: number
   /** Connection rounds, alternating prober and counter, so samplers sit all along the fan-out order. */
   connectPhases: number
+  /** (g): sockets on one node, one message a second to all of them for `scaleSeconds`. */
+  scaleClients: number
+  scaleSeconds: number
+  /** (g): counting driver processes beside the prober, each with its share of the sockets. */
+  scaleDrivers: number
+  /** (g): loopback source addresses the sockets are spread over (127.0.0.2 and up). */
+  scaleAddresses: number
   /** A drain ends this long after the last delivery if something is still missing. */
   drainIdleMs: number
   /** Wait before reading the RSS of idle connections. */
@@ -51,8 +69,8 @@ export interface BenchOptions {
 }
 
 export const DEFAULT_OPTIONS: BenchOptions = {
+  // (g) holds 50,000 sockets for minutes on a shared machine: only when asked for (`--scenarios g`).
   scenarios: ['a', 'b', 'c', 'd', 'e'],
-  systems: ['relay', 'socketio', 'ws', 'wsCorked'],
   fanoutClients: 1000,
   fanoutMessages: 2000,
   rateClients: 5000,
@@ -68,6 +86,10 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   sampleEvery: 20,
   connectConcurrency: 50,
   connectPhases: 10,
+  scaleClients: 50_000,
+  scaleSeconds: 30,
+  scaleDrivers: 4,
+  scaleAddresses: 4,
   drainIdleMs: 3000,
   idleSettleMs: 3000
 }
@@ -79,6 +101,12 @@ export interface Scenario {
   workload: WorkloadSpec
   /** Absent: idle connections, memory only. */
   plan?: PostPlan
+  /** (g): memory at half and all the sockets, then the plan; connected by several drivers at once. */
+  scale?: { drivers: number, addresses: number }
+}
+
+export function systemsFor (name: ScenarioName, options: BenchOptions): SystemName[] {
+  return options.systems ?? DEFAULT_SYSTEMS[name]
 }
 
 export function scenario (name: ScenarioName, options: BenchOptions, rate = options.rate): Scenario {
@@ -107,6 +135,18 @@ export function scenario (name: ScenarioName, options: BenchOptions, rate = opti
         nodes: options.mixNodes,
         workload: { kind: 'mix', chats: options.mixChats, consoles: options.mixConsoles, messages: options.mixMessages },
         plan: burst
+      }
+    case 'g':
+      // Consoles without sources and a standard message: the relay routes it through one index (every
+      // such console) and raw ws through one room ('all'), so both do the same thing: the same bytes to
+      // every socket, once a second. Centrifugo's million-connection test held 50,000 sockets per pod.
+      return {
+        name,
+        title: `(g) ${options.scaleClients} clients from ${options.scaleAddresses} loopback addresses, 1 message/s to all for ${options.scaleSeconds} s, 1 node`,
+        nodes: 1,
+        workload: { kind: 'fanout', clients: options.scaleClients, messages: options.scaleSeconds },
+        plan: { kind: 'rate', perSecond: 1 },
+        scale: { drivers: options.scaleDrivers, addresses: options.scaleAddresses }
       }
   }
 }

@@ -67,11 +67,12 @@ export class BenchClient {
   /** Bytes of a frame (or of the HTTP answer) that the last chunk cut. */
   #pending: Buffer | undefined
 
-  constructor (port: number, path: string, protocol: WireProtocol, handlers: ClientHandlers) {
+  /** `localAddress`: the source address (127.0.0.x), so that many clients do not share one address's ports. */
+  constructor ({ port, localAddress }: { port: number, localAddress?: string | undefined }, path: string, protocol: WireProtocol, handlers: ClientHandlers) {
     this.#protocol = protocol
     this.#handlers = handlers
     this.#eventOffset = EVENT_OFFSET[protocol]
-    const socket = connect({ host: '127.0.0.1', port, noDelay: true })
+    const socket = connect({ host: '127.0.0.1', port, noDelay: true, ...(localAddress === undefined ? {} : { localAddress }) })
     this.#socket = socket
     socket.once('connect', () => {
       const key = randomBytes(16).toString('base64')

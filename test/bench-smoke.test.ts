@@ -45,3 +45,18 @@ t.test('a tiny benchmark loses nothing on any system', async (t) => {
   }
   if (!hasRedis) t.comment('redis-server not found: ran on one node only')
 })
+
+t.test('a tiny scenario (g) reaches every socket from several loopback addresses and weighs the sockets', async (t) => {
+  // Two counting drivers beside the prober and two source addresses: the paths of the 50,000-socket run.
+  const scale: BenchOptions = { ...tiny, scenarios: ['g'], scaleClients: 12, scaleSeconds: 2, scaleDrivers: 2, scaleAddresses: 2, idleSettleMs: 100 }
+  const runs = await Promise.all((['relay', 'ws'] as const).map(async (system) => await runBench({ ...scale, systems: [system] })))
+  for (const result of runs.flat()) {
+    const name = `${result.system} in (g)`
+    t.equal(result.error, undefined, `${name} ran${result.error === undefined ? '' : `: ${result.error}`}`)
+    t.equal(result.expected, 24, `${name} expected every message at every socket`)
+    t.equal(result.received, result.expected, `${name} delivered every frame`)
+    t.equal(result.lost + result.extra, 0, `${name} lost nothing and added nothing`)
+    t.ok(result.latency.count > 0, `${name} timed its sampling clients`)
+    t.ok((result.connectSeconds ?? 0) > 0 && Number.isFinite(result.heapBytesPerConnection), `${name} timed the connects and read the memory`)
+  }
+})
