@@ -24,6 +24,8 @@ export class Hub {
   /** Consoles without a widget filter: they see every widget. */
   readonly #consolesAnyWidget = new Set<Connection>()
   readonly #topicRefs = new Map<string, number>()
+  /** Sockets whose topics are being subscribed: indexed once they are. */
+  readonly #adding = new Set<Connection>()
   /** Subscriptions in flight, so a second socket on the same topic waits for the same one. */
   readonly #subscribing = new Map<string, Promise<void>>()
   /** The send path of every socket of this hub; what it could not write lands in metrics and logs. */
@@ -51,8 +53,18 @@ export class Hub {
     yield * this.#chatRooms.values()
   }
 
-  /** Indexes the socket at once; resolves when the bus delivers its topics (or failed to: logged). */
-  async add (connection: Connection): Promise<void> {
+  /**
+   * Subscribes the socket's topics, then indexes it and calls `indexed` in the same synchronous step:
+   * nothing reaches the socket before what `indexed` sends (`connected`), and nothing the bus delivers
+   * after the subscription is missed. False when the socket was removed meanwhile (not indexed).
+   */
+  async add (connection: Connection, indexed: () => void): Promise<boolean> {
+    this.#adding.add(connection)
+    await Promise.all(this.topicsOf(connection).map(async (topic) => await this.retain(topic)))
+    if (!this.#adding.delete(connection)) {
+      for (const topic of this.topicsOf(connection)) this.release(topic)
+      return false
+    }
     const { attributes } = connection
     if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
       this.#chatRooms.add(attributes.chatUuid, connection)
@@ -63,10 +75,13 @@ export class Hub {
       if (widgets === undefined) this.#consolesAnyWidget.add(connection)
       else for (const widget of widgets) this.#consolesByWidget.add(widget, connection)
     }
-    await Promise.all(this.topicsOf(connection).map(async (topic) => await this.retain(topic)))
+    indexed()
+    return true
   }
 
   remove (connection: Connection): void {
+    // Still subscribing: `add` sees it gone and lets its topics go.
+    if (this.#adding.delete(connection)) return
     const { attributes } = connection
     if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
       if (!this.#chatRooms.delete(attributes.chatUuid, connection)) return
@@ -99,9 +114,12 @@ export class Hub {
     const refs = this.#topicRefs.get(topic) ?? 0
     this.#topicRefs.set(topic, refs + 1)
     if (refs > 0) return await this.#subscribing.get(topic)
-    const subscribing = this.bus.subscribe(topic).catch((error: unknown) => {
+    const subscribing: Promise<void> = this.bus.subscribe(topic).catch((error: unknown) => {
       this.log.error({ err: error, topic }, 'bus subscribe failed')
-    }).finally(() => this.#subscribing.delete(topic))
+    }).finally(() => {
+      // A later subscription of the same topic (after a release) is not this one's to clear.
+      if (this.#subscribing.get(topic) === subscribing) this.#subscribing.delete(topic)
+    })
     this.#subscribing.set(topic, subscribing)
     await subscribing
   }

@@ -112,13 +112,11 @@ export class SocketSessions {
         return
       }
       if (connection.socket.readyState !== connection.socket.OPEN) return
-      // A drain started meanwhile took the sockets indexed then: this one would escape it.
-      if (this.draining) {
-        connection.close(CloseCode.restarting, 'server restarting')
-        return
-      }
-      await this.hub.add(connection)
-      this.welcome(connection, principal)
+      await this.hub.add(connection, () => {
+        // A drain started meanwhile took the sockets indexed then: this one would escape it.
+        if (this.draining) connection.close(CloseCode.restarting, 'server restarting')
+        else this.welcome(connection, principal)
+      })
     }).catch((error: unknown) => {
       this.log.error({ err: error, connectionId: connection.id }, 'socket registration failed')
     })
