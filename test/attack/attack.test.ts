@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { connect as tcpConnect, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
-import { closeAll, connect, join, type TestClient } from './helpers/client.js'
-import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
-import { customerToken, JWT_SECRET, operatorToken, type Tap } from './helpers/relay.js'
-import { chatOf, messageOf } from './helpers/routing-suite.js'
+import { closeAll, connect, join, type TestClient } from '../helpers/client.js'
+import { buildRelay, freePort, RelayProcess } from '../helpers/process.js'
+import { customerToken, JWT_SECRET, operatorToken, type Tap } from '../helpers/relay.js'
+import { chatOf, messageOf } from '../helpers/routing-suite.js'
 
 /**
  * The relay attacked as a real process, the way the hardening issue found it breakable: each attack
