@@ -128,6 +128,27 @@ function chatLogSuite (t: Test, name: string, make: MakeSubject): void {
     t.same(await log.find('a', 2), latest.get(2), 'find answers the last version')
   })
 
+  t.test(`${name}: forget drops a deleted message and its bytes; what is not there frees nothing`, async (t) => {
+    const { log, bytes } = await make(t, { messagesPerChat: 10 })
+    for (const id of [1, 2, 3]) await log.remember(sized('a', id, 100))
+    await log.remember(sized('b', 1, 150))
+    await log.forget('a', 2)
+    t.same(await kept(log, 'a', [1, 2, 3]), [1, 3], 'the forgotten id is found no more')
+    t.equal(await bytes(), 350, 'its bytes left the budget')
+    await log.forget('a', 2)
+    await log.forget('a', 9)
+    await log.forget('nowhere', 1)
+    await log.forget('b', 2)
+    t.equal(await bytes(), 350, 'forgetting an unknown id or chat, or twice, changes nothing')
+    t.same(await kept(log, 'b', [1]), [1], 'nor another chat')
+    await log.forget('a', 1)
+    await log.forget('a', 3)
+    t.equal(await bytes(), 150, 'a chat forgotten message by message leaves the budget whole')
+    await log.remember(sized('a', 4, 100))
+    t.same(await kept(log, 'a', [1, 3, 4]), [4], 'and is remembered again from nothing')
+    t.equal(await bytes(), 250)
+  })
+
   t.test(`${name}: a chat's scope is unknown until the relay is told a widget or department, a null counting as told`, async (t) => {
     const { log } = await make(t, {})
     t.strictSame(await log.scopeOf('x'), { uuid: 'x', unknown: true })
@@ -303,6 +324,21 @@ t.test('redis: after a mixed run of writes, replacements and evictions the bookk
   for (let round = 0; round < 600; round++) {
     const fill = ['a', 'é', '€', '😀'][random(4)]
     await log.remember(sized(`chat-${random(12)}`, 1 + random(14), 80 + random(1500), fill))
+  }
+  await auditRedis(t, client, prefix, budget)
+})
+
+t.test('redis: after a mixed run of writes and forgets the bookkeeping matches the stored messages', async (t) => {
+  const client = await readyClient(t)
+  const prefix = redis.prefix()
+  const budget = 20_000
+  const log = new RedisChatLog({ client, prefix, messagesPerChat: 8, maxBytes: budget })
+  let seed = 11
+  const random = (below: number): number => (seed = (seed * 48271) % 2147483647) % below
+  for (let round = 0; round < 600; round++) {
+    const chatUuid = `chat-${random(6)}`
+    if (random(3) === 0) await log.forget(chatUuid, 1 + random(14))
+    else await log.remember(sized(chatUuid, 1 + random(14), 80 + random(1500)))
   }
   await auditRedis(t, client, prefix, budget)
 })

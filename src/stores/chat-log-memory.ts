@@ -103,6 +103,16 @@ export class MemoryChatLog implements ChatLog {
     return remembered === undefined ? undefined : JSON.parse(remembered.json) as Message
   }
 
+  async forget (chatUuid: string, messageId: number): Promise<void> {
+    const chat = this.#chats.get(chatUuid)
+    const remembered = chat?.byId.get(messageId)
+    if (chat === undefined || remembered === undefined) return
+    chat.byId.delete(messageId)
+    chat.ids.splice(chat.ids.indexOf(messageId), 1)
+    this.#bytes -= remembered.bytes
+    if (chat.ids.length === 0) this.#chats.delete(chatUuid)
+  }
+
   async rememberChat (chat: Chat): Promise<void> {
     const change = scopeChange(chat)
     if (change.widget === undefined && change.department === undefined) return

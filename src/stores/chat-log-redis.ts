@@ -107,6 +107,27 @@ merge_scope(KEYS[3], ttl, ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 for _, key in ipairs({ messages, order, chats, by_chat, total }) do redis.call('EXPIRE', key, ttl) end
 return 1`)
 
+/**
+ * KEYS: this chat's messages and order, then the chats by write sequence, the bytes per chat and the
+ * total. ARGV: id, the chat's key part. A chat left without messages leaves the budget's books.
+ */
+const FORGET = new LuaScript(`
+local messages, order, chats, by_chat, total = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, chat = ARGV[1], ARGV[2]
+local freed = redis.call('HSTRLEN', messages, id)
+if redis.call('HDEL', messages, id) == 0 then return 0 end
+redis.call('ZREM', order, id)
+if redis.call('ZCARD', order) == 0 then
+  local recorded = tonumber(redis.call('HGET', by_chat, chat) or '0')
+  redis.call('HDEL', by_chat, chat)
+  redis.call('ZREM', chats, chat)
+  if recorded ~= 0 then redis.call('DECRBY', total, recorded) end
+else
+  redis.call('HINCRBY', by_chat, chat, -freed)
+  redis.call('DECRBY', total, freed)
+end
+return 1`)
+
 /** Counts this user's typing in the chat in a one-second window; nil when over, else the scope hash. */
 const TYPING = new LuaScript(`
 local count = redis.call('INCR', KEYS[1])
@@ -164,6 +185,17 @@ export class RedisChatLog implements ChatLog {
     const json = await this.#command('find message', async () =>
       await this.#client.hget(this.#key(chatUuid, 'messages'), String(messageId)))
     return json === null ? undefined : JSON.parse(json) as Message
+  }
+
+  async forget (chatUuid: string, messageId: number): Promise<void> {
+    await this.#command('forget message', async () => await FORGET.run(
+      this.#client,
+      [
+        this.#key(chatUuid, 'messages'), this.#key(chatUuid, 'order'),
+        `${this.#prefix}chats`, `${this.#prefix}bytes-by-chat`, `${this.#prefix}bytes`
+      ],
+      [messageId, encodeURIComponent(chatUuid)]
+    ))
   }
 
   async rememberChat (chat: Chat): Promise<void> {

@@ -12,6 +12,8 @@ export interface ChatLog {
   /** Remembers the message (replacing one with its id) and merges its chat's scope as rememberChat does. */
   remember: (message: Message) => Promise<void>
   find: (chatUuid: string, messageId: number) => Promise<Message | undefined>
+  /** Forgets a deleted message (its bytes leave the budget): a later find answers undefined. */
+  forget: (chatUuid: string, messageId: number) => Promise<void>
   /** Merges the chat's scope field by field: an absent field keeps, null clears, a value sets. */
   rememberChat: (chat: Chat) => Promise<void>
   /** `unknown` until the relay was told a widget or department of the chat (a null counts as told). */
