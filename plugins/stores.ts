@@ -5,6 +5,9 @@ import type { Bus } from '../src/stores/bus.js'
 import { MemoryBus } from '../src/stores/bus-memory.js'
 import { RedisBus } from '../src/stores/bus-redis.js'
 import type { ChatLog } from '../src/stores/chat-log.js'
+import type { IdempotencyStore } from '../src/stores/idempotency.js'
+import { MemoryIdempotency } from '../src/stores/idempotency-memory.js'
+import { RedisIdempotency } from '../src/stores/idempotency-redis.js'
 import { MemoryChatLog } from '../src/stores/chat-log-memory.js'
 import { RedisChatLog } from '../src/stores/chat-log-redis.js'
 import { presencePackets, type Presence } from '../src/stores/presence.js'
@@ -12,11 +15,12 @@ import { MemoryPresence } from '../src/stores/presence-memory.js'
 import { RedisPresence } from '../src/stores/presence-redis.js'
 import { createRedisClient } from '../src/stores/redis.js'
 
-/** Where the relay keeps and moves state: the bus between nodes, presence, and the chat log. */
+/** Where the relay keeps and moves state: the bus between nodes, presence, the chat log, ingest idempotency. */
 export interface Stores {
   bus: Bus
   presence: Presence
   chatLog: ChatLog
+  idempotency: IdempotencyStore
 }
 
 declare module 'fastify' {
@@ -31,7 +35,7 @@ interface OpenedStores extends Stores {
 }
 
 /**
- * Redis: two connections (publish, subscribe); presence and the chat log share the publishing one, and
+ * Redis: two connections (publish, subscribe); presence, the chat log and idempotency share the publishing one, and
  * presence publishes its events itself, inside the scripts that decide them.
  */
 function redisStores (app: FastifyInstance, url: string): OpenedStores {
@@ -66,6 +70,7 @@ function redisStores (app: FastifyInstance, url: string): OpenedStores {
       log
     }),
     chatLog: new RedisChatLog({ client: publisher, prefix: config.REDIS_PREFIX, ...chatLogBounds(config) }),
+    idempotency: new RedisIdempotency({ client: publisher, prefix: config.REDIS_PREFIX }),
     disconnect: async () => {
       await Promise.all([publisher, subscriber].map(async (client) => {
         await client.quit().catch(() => client.disconnect())
@@ -87,13 +92,13 @@ function memoryStores (app: FastifyInstance): OpenedStores {
     maxSocketsPerUser: app.config.MAX_SOCKETS_PER_USER,
     log: app.log.child({ component: 'presence' })
   })
-  return { bus, presence, chatLog: new MemoryChatLog(chatLogBounds(app.config)), disconnect: async () => {} }
+  return { bus, presence, chatLog: new MemoryChatLog(chatLogBounds(app.config)), idempotency: new MemoryIdempotency(), disconnect: async () => {} }
 }
 
-/** The bus, presence and chat log: in-memory unless REDIS_URL names a Redis. Boot never waits for Redis. */
+/** The bus, presence, chat log and idempotency: in-memory unless REDIS_URL names a Redis. Boot never waits for Redis. */
 export default fp(async (app) => {
   const url = app.config.REDIS_URL
-  const { bus, presence, chatLog, disconnect } = url === undefined ? memoryStores(app) : redisStores(app, url)
+  const { bus, presence, chatLog, idempotency, disconnect } = url === undefined ? memoryStores(app) : redisStores(app, url)
   app.metrics.busUp.set(bus.isReady() ? 1 : 0)
   let wasDown = false
   bus.onStateChange((state) => {
@@ -107,7 +112,7 @@ export default fp(async (app) => {
       app.log.info({ bus: bus.kind }, 'bus back')
     }
   })
-  app.decorate('stores', { bus, presence, chatLog })
+  app.decorate('stores', { bus, presence, chatLog, idempotency })
   app.addHook('onClose', async () => {
     await presence.close()
     await bus.close()

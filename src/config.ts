@@ -37,7 +37,8 @@ export const EnvSchema = Type.Object({
   TYPING_PER_SEC: Type.Integer({ minimum: 1, default: 2, description: 'update_typing relayed per user and chat per second, over all nodes; the rest are dropped and counted' }),
   CLIENT_QUEUE_MAX: Type.Integer({ minimum: 1, default: 16, description: 'client events of one socket waiting to be handled; the next frame is rate_limited' }),
   CHAT_LOG_PER_CHAT: Type.Integer({ minimum: 1, default: 200, description: 'messages remembered per chat (standalone mode)' }),
-  CHAT_LOG_MAX_BYTES: Type.Integer({ minimum: 65536, default: 67108864, description: 'bytes of remembered messages over all chats (standalone mode); the least recently active chats go first' })
+  CHAT_LOG_MAX_BYTES: Type.Integer({ minimum: 65536, default: 67108864, description: 'bytes of remembered messages over all chats (standalone mode); the least recently active chats go first' }),
+  IDEMPOTENCY_TTL_S: Type.Integer({ minimum: 1, default: 300, description: 'how long the answer to a request with Idempotency-Key is kept and replayed to its repeats' })
 })
 
 export type Env = Static<typeof EnvSchema>

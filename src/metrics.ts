@@ -37,7 +37,9 @@ export function createMetrics (options: { defaults?: boolean } = {}) {
     presenceFailures: new Counter({ name: 'relay_presence_failures_total', help: 'Presence writes Redis did not take (each is retried until it does), by operation', labelNames: ['operation'] as const, registers }),
     typingDropped: new Counter({ name: 'relay_typing_dropped_total', help: 'update_typing not relayed: over TYPING_PER_SEC for its user and chat', registers }),
     clientEventsDropped: new Counter({ name: 'relay_client_events_dropped_total', help: 'Client events never handled, by reason (socket_closed: the socket went before its turn came; queue_full: CLIENT_QUEUE_MAX events were waiting)', labelNames: ['reason'] as const, registers }),
-    socketsRefused: new Counter({ name: 'relay_sockets_refused_total', help: 'Sockets refused before connected, by reason', labelNames: ['reason'] as const, registers })
+    socketsRefused: new Counter({ name: 'relay_sockets_refused_total', help: 'Sockets refused before connected, by reason', labelNames: ['reason'] as const, registers }),
+    idempotentReplays: new Counter({ name: 'relay_idempotent_replays_total', help: 'Requests with a repeated Idempotency-Key answered with the stored answer (nothing published), by route', labelNames: ['route'] as const, registers }),
+    idempotencyFailures: new Counter({ name: 'relay_idempotency_failures_total', help: 'Idempotency records Redis did not take after the answer was decided (renew, complete, release), by operation', labelNames: ['operation'] as const, registers })
   }
 }
 

@@ -1,6 +1,6 @@
 /**
- * A store (bus, presence, chat log) could not do what was asked, now: Redis is down or slow, or the bus
- * is closed. Nothing was published; HTTP answers 503 with `Retry-After`, sockets get `unavailable`.
+ * A store (bus, presence, chat log, idempotency) could not do what was asked, now: Redis is down or slow,
+ * or the bus is closed. Nothing was published; HTTP answers 503 with `Retry-After`, sockets get `unavailable`.
  */
 export class StoreUnavailableError extends Error {
   override name = 'StoreUnavailableError'
@@ -20,4 +20,9 @@ export class PresenceUnavailableError extends StoreUnavailableError {
 export class ChatLogUnavailableError extends StoreUnavailableError {
   override name = 'ChatLogUnavailableError'
   override readonly code = 'CHAT_LOG_UNAVAILABLE'
+}
+
+export class IdempotencyUnavailableError extends StoreUnavailableError {
+  override name = 'IdempotencyUnavailableError'
+  override readonly code = 'IDEMPOTENCY_UNAVAILABLE'
 }
