@@ -5,12 +5,15 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOpt
 import authPlugin from './plugins/auth.js'
 import configPlugin from './plugins/config.js'
 import docsPlugin from './plugins/docs.js'
+import idempotencyPlugin from './plugins/idempotency.js'
 import metricsPlugin from './plugins/metrics.js'
 import publisherPlugin from './plugins/publisher.js'
 import socketsPlugin from './plugins/sockets.js'
 import storesPlugin from './plugins/stores.js'
+import batchRoutes from './routes/batch.js'
 import healthRoutes from './routes/health.js'
 import ingestRoutes from './routes/ingest.js'
+import presenceRoutes from './routes/presence.js'
 import socketRoutes from './routes/sockets.js'
 import { StoreUnavailableError } from './src/stores/store-errors.js'
 import type { Config } from './src/config.js'
@@ -69,6 +72,7 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
   await app.register(storesPlugin)
   await app.register(authPlugin)
   await app.register(publisherPlugin)
+  await app.register(idempotencyPlugin)
   await app.register(socketsPlugin)
   await app.register(websocket, {
     // The hub tracks every socket; ws's own client set would be a second entry per connection.
@@ -80,6 +84,8 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
   await app.register(healthRoutes)
   await app.register(socketRoutes)
   await app.register(ingestRoutes)
+  await app.register(batchRoutes)
+  await app.register(presenceRoutes)
   await app.ready()
   return app
 }

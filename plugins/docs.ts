@@ -20,6 +20,8 @@ const errorDescriptions: Record<string, string> = {
   401: 'Missing or wrong `Api-Token`',
   413: 'Body larger than `BODY_LIMIT`',
   415: 'Body is not `application/json`',
+  409: 'A request with this `Idempotency-Key` is still running (on any node): retry after `Retry-After` seconds',
+  422: '`Idempotency-Key` was already used on this route with another body',
   503: 'The bus is unavailable: nothing was published; retry after `Retry-After` seconds'
 }
 
@@ -32,8 +34,10 @@ function describeResponses (schema: FastifySchema, url: string): FastifySchema {
     let description = errorDescriptions[status] ?? 'OK'
     if (url === '/ready') description = status === '200' ? 'Bus connected and not draining' : 'Not ready: draining or bus down'
     else if (url === '/health') description = 'The process is alive'
+    else if (url === '/customers/online' && status === '200') description = 'The customers with a socket in each chat asked, in order'
+    else if (url === '/batch' && status === '200') description = 'One result per event, in order: published, or the status its route would have answered (503: not published, nor any later event)'
     else if (status === '200' && !url.startsWith('/online-users')) description = 'Published: the bus accepted the event'
-    const headers = status === '503' ? { 'Retry-After': { type: 'integer', description: 'seconds' } } : undefined
+    const headers = status === '503' || status === '409' ? { 'Retry-After': { type: 'integer', description: 'seconds' } } : undefined
     described[status] = { ...response, 'x-response-description': description, ...(headers === undefined ? {} : { headers }) }
   }
   return { ...schema, response: described }

@@ -29,7 +29,7 @@ export default fp(async (app) => {
     maxJsonDepth: config.MAX_JSON_DEPTH,
     queueMax: config.CLIENT_QUEUE_MAX
   })
-  const sessions = new SocketSessions(hub, presence, frames, app.auth.verifyToken, metrics, log, {
+  const sessions = new SocketSessions(hub, presence, chatLog, frames, app.auth.verifyToken, metrics, log, {
     allowedOrigins: config.allowedOrigins,
     pingIntervalMs: config.PING_INTERVAL_MS,
     maxConnectionsPerIp: config.MAX_CONNECTIONS_PER_IP,

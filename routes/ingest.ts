@@ -1,16 +1,57 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type, type TSchema } from 'typebox'
+import type { Static, TSchema } from 'typebox'
 import {
-  AssignedChat, Chat, GlobalBody, HttpError, MessageBody, OnlineUser, Ok, OperatorsBody, unroutableField
+  AssignedChat, Chat, GlobalBody, HttpError, MessageBody, Ok, OperatorsBody, unroutableField, type PublishingRoute
 } from '../src/protocol/protocol.js'
 import type { RelayEvent } from '../src/protocol/routing.js'
 
-const errors = { 400: HttpError, 401: HttpError, 413: HttpError, 415: HttpError, 503: HttpError }
-const security = [{ apiToken: [] }]
+export const errors = { 400: HttpError, 401: HttpError, 413: HttpError, 415: HttpError, 503: HttpError }
+export const security = [{ apiToken: [] }]
 
-/** The options of a publishing route: its body schema, and 200 `{ok: true}` once the bus took the event. */
+/** A 400 for what a body schema cannot say, in the shape of Fastify's own validation errors. */
+export function invalidBody (message: string): Error {
+  return Object.assign(new Error(message), { statusCode: 400, code: 'FST_ERR_VALIDATION' })
+}
+
+/** A publishing route: what it takes, what a valid body becomes, and its metrics label. */
+export interface PublishingRouteSpec {
+  summary: string
+  body: TSchema
+  /** The `source` label of relay_events_accepted_total / relay_events_rejected_total. */
+  source: string
+  /** The event of a body `body` accepted; throws invalidBody for what the schema cannot say. */
+  toEvent: (body: unknown) => RelayEvent
+}
+
+function route<Body extends TSchema> (summary: string, body: Body, source: string, toEvent: (body: Static<Body>) => RelayEvent): PublishingRouteSpec {
+  // Only ever called with a body its schema accepted: by Fastify here, by POST /batch with the same schema.
+  return { summary, body, source, toEvent: (value) => toEvent(value as Static<Body>) }
+}
+
+/** Every publishing route, once: each is `POST <route>`, and an event of `POST /batch`. */
+export const publishingRoutes: Record<PublishingRoute, PublishingRouteSpec> = {
+  '/message': route('Publish a new, updated or deleted message to whoever its type reaches', MessageBody, 'message',
+    ({ message, event = 'message_added' }) => {
+      const missing = unroutableField(message)
+      if (missing !== undefined) throw invalidBody(`body/message/${missing} is required for ${message.type} messages`)
+      return { kind: 'message', event, message }
+    }),
+  '/update/chat': route('Publish chat_updated to the consoles whose sources admit the chat', Chat, 'update_chat',
+    (chat) => ({ kind: 'chat_updated', chat })),
+  '/update/operators': route('Publish operator_updated to every console', OperatorsBody, 'update_operators',
+    (operators) => ({ kind: 'operator_updated', operators })),
+  '/global': route('Publish global_updated (the body as data) to every console', GlobalBody, 'global',
+    (data) => ({ kind: 'global_updated', data })),
+  '/notifications/chat': route('Publish chat_notification to the consoles of operator chat.operator_user.id', AssignedChat, 'notification',
+    (chat) => ({ kind: 'chat_notification', chat }))
+}
+
+/**
+ * The options of a publishing route: its body schema, 200 `{ok: true}` once the bus took the event, and
+ * `Idempotency-Key` (plugins/idempotency.ts).
+ */
 function publishing<Body extends TSchema> (summary: string, body: Body) {
-  return { schema: { summary, body, response: { 200: Ok, ...errors }, security } }
+  return { schema: { summary, body, response: { 200: Ok, ...errors }, security }, config: { idempotent: true } }
 }
 
 /**
@@ -19,38 +60,12 @@ function publishing<Body extends TSchema> (summary: string, body: Body) {
  */
 const ingest: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onRequest', app.auth.requireApiToken)
-  const published = async (event: RelayEvent, source: string): Promise<{ ok: true }> => {
-    await app.publisher.publish(event, source)
-    return { ok: true }
+  for (const [url, spec] of Object.entries(publishingRoutes) as Array<[PublishingRoute, PublishingRouteSpec]>) {
+    app.post(url, publishing(spec.summary, spec.body), async (request) => {
+      await app.publisher.publish(spec.toEvent(request.body), spec.source)
+      return { ok: true as const }
+    })
   }
-
-  app.post('/message', publishing('Publish a new or updated message to its chat room and consoles', MessageBody), async (request) => {
-    const { message, event = 'message_added' } = request.body
-    const missing = unroutableField(message)
-    if (missing !== undefined) {
-      throw Object.assign(new Error(`body/message/${missing} is required for ${message.type} messages`), { statusCode: 400, code: 'FST_ERR_VALIDATION' })
-    }
-    return await published({ kind: 'message', event, message }, 'message')
-  })
-
-  app.post('/update/chat', publishing('Publish chat_updated to the consoles whose sources admit the chat', Chat),
-    async (request) => await published({ kind: 'chat_updated', chat: request.body }, 'update_chat'))
-
-  app.post('/update/operators', publishing('Publish operator_updated to every console', OperatorsBody),
-    async (request) => await published({ kind: 'operator_updated', operators: request.body }, 'update_operators'))
-
-  app.post('/global', publishing('Publish global_updated (the body as data) to every console', GlobalBody),
-    async (request) => await published({ kind: 'global_updated', data: request.body }, 'global'))
-
-  app.post('/notifications/chat', publishing('Publish chat_notification to the consoles of operator chat.operator_user.id', AssignedChat),
-    async (request) => await published({ kind: 'chat_notification', chat: request.body }, 'notification'))
-
-  const onlineUsers = {
-    schema: { summary: 'Operators with an open console, over every relay node', response: { 200: Type.Array(OnlineUser), 401: HttpError, 503: HttpError }, security }
-  }
-  const answerOnlineUsers = async () => await app.stores.presence.onlineUsers()
-  app.get('/online-users', onlineUsers, answerOnlineUsers)
-  app.post('/online-users', onlineUsers, answerOnlineUsers)
 }
 
 export default ingest

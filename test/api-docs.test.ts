@@ -6,7 +6,7 @@ import t from 'tap'
 import { Claims } from '../src/auth.js'
 import { CloseCode } from '../src/protocol/protocol.js'
 import {
-  AssignedChat, Chat, clientFrames, GlobalBody, MessageBody, OperatorsBody, serverFrames
+  AssignedChat, BatchBody, Chat, clientFrames, CustomersOnlineBody, GlobalBody, MessageBody, OperatorsBody, serverFrames
 } from '../src/protocol/protocol.js'
 import { planDeliveries, type RelayEvent } from '../src/protocol/routing.js'
 import { startRelay } from './helpers/relay.js'
@@ -72,7 +72,7 @@ function everyRelayEvent (): RelayEvent[] {
   const user = { id: 1, role: 'user' }
   const events: RelayEvent[] = []
   for (const type of ['standard', 'bot', 'system', 'note'] as const) {
-    for (const event of ['message_added', 'message_updated'] as const) {
+    for (const event of ['message_added', 'message_updated', 'message_deleted'] as const) {
       for (const typeRole of ['user', 'operator']) {
         events.push({ kind: 'message', event, message: { id: 1, type, type_role: typeRole, text: 'hi', chat, user } })
       }
@@ -87,7 +87,8 @@ function everyRelayEvent (): RelayEvent[] {
     { kind: 'chat_updated', chat },
     { kind: 'operator_updated', operators: [{ id: 5, role: 'operator' }] },
     { kind: 'global_updated', data: { unread: 3 } },
-    { kind: 'chat_notification', chat: { ...chat, operator_user: { id: 5 } } }
+    { kind: 'chat_notification', chat: { ...chat, operator_user: { id: 5 } } },
+    { kind: 'customer_presence', chat: scope, user, online: true }
   )
   return events
 }
@@ -167,7 +168,7 @@ t.test('AsyncAPI: every event the routing plans is listed on its socket, and its
       t.ok(validate(frame), `${frame.type} frame fits its documented payload ${JSON.stringify(validate.errors ?? [])}`)
     }
   }
-  t.same([...seen].sort(), ['chat_notification', 'chat_updated', 'global_updated', 'message_added', 'message_updated',
+  t.same([...seen].sort(), ['chat_notification', 'chat_updated', 'customer_presence', 'global_updated', 'message_added', 'message_deleted', 'message_updated',
     'operator_updated', 'typing_updated', 'user_connected', 'user_disconnected'], 'the sample covers every routed event')
 })
 
@@ -205,7 +206,9 @@ t.test('OpenAPI: /openapi.json documents every ingest route with the schemas the
     ['post', '/global', GlobalBody],
     ['post', '/notifications/chat', AssignedChat],
     ['post', '/online-users', undefined],
-    ['get', '/online-users', undefined]
+    ['get', '/online-users', undefined],
+    ['post', '/customers/online', CustomersOnlineBody],
+    ['post', '/batch', BatchBody]
   ]
   const open: Array<[string, string]> = [['get', '/health'], ['get', '/ready']]
   const documented = Object.entries(doc.paths).flatMap(([path, item]) => Object.keys(item as object).map((method) => `${method} ${path}`))

@@ -51,6 +51,13 @@ export const serverEventDocs: Record<ServerEventType, ServerEventDoc> = {
     summary: 'A message changed (status, text, ...)',
     routing: `From \`POST /message\` with \`event: message_updated\` or a client mark. ${MESSAGE_ROUTING}`
   },
+  message_deleted: {
+    endpoints: ['chat', 'broadcast'],
+    summary: 'A message was deleted: only its `id` and `chat.uuid`',
+    routing: 'From `POST /message` with `event: message_deleted` and the whole message. It reaches exactly the sockets ' +
+      `the deleted message reached, so a customer never learns of a note or an operator-only system message. ${MESSAGE_ROUTING} ` +
+      'Standalone, the relay forgets the message: a later mark of it is `error` `message_not_found`.'
+  },
   message_not_added: {
     endpoints: ['chat'],
     summary: 'A send_message was not accepted',
@@ -97,6 +104,14 @@ export const serverEventDocs: Record<ServerEventType, ServerEventDoc> = {
     summary: 'A chat was assigned to an operator',
     routing: 'From `POST /notifications/chat`. Only to the `/broadcast` sessions of operator ' +
       '`chat.operator_user.id` (ids compare as strings: `501` matches `sub: "501"`), on whichever node they are.'
+  },
+  customer_presence: {
+    endpoints: ['broadcast'],
+    summary: 'A customer opened its first socket in a chat (online) or closed its last one',
+    routing: 'To the `/broadcast` sessions whose sources admit the chat, when a customer (role `user`) opens its ' +
+      'first socket in the chat on any relay node (`online: true`) or its last one there closes or its node dies ' +
+      '(`online: false`); never a chat room, never for operators, not for a second socket. A chat whose scope the ' +
+      `relay was not told when the customer connected reaches only sessions without \`sources\`. ${SOURCES_RULE}`
   },
   error: {
     endpoints: ['chat', 'broadcast'],

@@ -83,17 +83,40 @@ export const OnlineUser = Type.Object({
 
 export const MessageBody = Type.Object({
   message: Message,
-  event: Type.Optional(Type.Enum(['message_added', 'message_updated'], { default: 'message_added' }))
+  event: Type.Optional(Type.Enum(['message_added', 'message_updated', 'message_deleted'], { default: 'message_added' }))
 })
 export const OperatorsBody = Type.Array(Operator)
 export const GlobalBody = Type.Record(Type.String(), Type.Unknown(), { description: 'any JSON object' })
 export const Ok = Type.Object({ ok: Type.Literal(true) })
+
+/** The routes a POST /batch event may name: every publishing ingest route. */
+export const PublishingRoute = Type.Enum(['/message', '/update/chat', '/update/operators', '/global', '/notifications/chat'])
+export const BatchBody = Type.Object({
+  events: Type.Array(Type.Object({
+    route: PublishingRoute,
+    body: Type.Unknown({ description: 'the body the route takes, validated against its schema' })
+  }), { minItems: 1, maxItems: 100 })
+})
+/** One per event, in order: published, or why not (the status its route would have answered). */
+export const BatchResults = Type.Object({
+  results: Type.Array(Type.Union([Ok, Type.Object({ status: Type.Integer(), error: Type.String() })]))
+})
 export const HttpError = Type.Object({
   statusCode: Type.Integer(),
   code: Type.Optional(Type.String()),
   error: Type.String(),
   message: Type.String()
 })
+
+/** POST /customers/online: the chats a console is about to show. */
+export const CustomersOnlineBody = Type.Object({
+  chats: Type.Array(chatProperties.uuid, { minItems: 1, maxItems: 1000 })
+})
+/** The customers holding a socket in one chat, over every node. */
+export const ChatCustomers = Type.Object({
+  chat: Type.Object({ uuid: Type.String() }),
+  users: Type.Array(User)
+}, { $id: 'ChatCustomers' })
 
 // ---- Client → relay frames (/chat) ----
 
@@ -139,6 +162,7 @@ export const serverFrames = {
   })),
   message_added: frame('message_added', Type.Object({ message: Message })),
   message_updated: frame('message_updated', Type.Object({ message: Message })),
+  message_deleted: frame('message_deleted', Type.Object({ message: Type.Object({ id: Type.Integer(), chat: ChatRef }) })),
   message_not_added: frame('message_not_added', Type.Object({
     reason: Type.String(),
     client_message_id: Type.Optional(Type.Union([Type.String(), Type.Integer()])),
@@ -156,6 +180,7 @@ export const serverFrames = {
   operator_updated: frame('operator_updated', Type.Object({ operators: Type.Array(Operator) })),
   global_updated: frame('global_updated', GlobalBody),
   chat_notification: frame('chat_notification', Type.Object({ chat: AssignedChat })),
+  customer_presence: frame('customer_presence', Type.Object({ chat: ChatRef, user: User, online: Type.Boolean() })),
   error: frame('error', Type.Object({ code: Type.String(), message: Type.String() }))
 } as const
 export type ServerEventType = keyof typeof serverFrames
@@ -170,6 +195,8 @@ export type Operator = Static<typeof Operator>
 export type Sources = Static<typeof Sources>
 export type OnlineUser = Static<typeof OnlineUser>
 export type MessageBody = Static<typeof MessageBody>
+export type PublishingRoute = Static<typeof PublishingRoute>
+export type ChatCustomers = Static<typeof ChatCustomers>
 
 /** Stable codes of the `error` frame. */
 export const ErrorCode = {

@@ -46,15 +46,20 @@ export interface Delivery {
   frame: ServerFrame
 }
 
+/** A deletion routes exactly as the deleted message did, carrying only its id and chat. */
+export type MessageEventType = 'message_added' | 'message_updated' | 'message_deleted'
+
 export type RelayEvent =
   /** `scope`, when given, replaces the message's own chat for console routing (a message the relay made). */
-  | { kind: 'message', event: 'message_added' | 'message_updated', message: Message, scope?: ChatScope }
+  | { kind: 'message', event: MessageEventType, message: Message, scope?: ChatScope }
   | { kind: 'chat_updated', chat: Chat }
   | { kind: 'operator_updated', operators: Operator[] }
   | { kind: 'global_updated', data: Record<string, unknown> }
   | { kind: 'chat_notification', chat: AssignedChat }
   | { kind: 'typing', chat: ChatScope, user: User, senderRole: string, senderKey: string, text?: string, stopped: boolean }
   | { kind: 'presence', event: 'user_connected' | 'user_disconnected', chatUuid: string, user: User, userKey: string }
+  /** A customer's first socket in a chat opened (online) or its last closed, for the consoles that see the chat. */
+  | { kind: 'customer_presence', chat: ChatScope, user: User, online: boolean }
 
 export const Role = { customer: 'user', operator: 'operator' } as const
 
@@ -71,8 +76,13 @@ export function chatScope (chat: Chat): ChatScope {
   return scope
 }
 
-function messageDeliveries (event: 'message_added' | 'message_updated', message: Message, scope = chatScope(message.chat)): Delivery[] {
-  const frame: ServerFrame = { type: event, data: { message } }
+function messageFrame (event: MessageEventType, message: Message): ServerFrame {
+  if (event === 'message_deleted') return { type: event, data: { message: { id: message.id, chat: { uuid: message.chat.uuid } } } }
+  return { type: event, data: { message } }
+}
+
+function messageDeliveries (event: MessageEventType, message: Message, scope = chatScope(message.chat)): Delivery[] {
+  const frame = messageFrame(event, message)
   const chat = message.chat.uuid
   switch (message.type) {
     case 'standard':
@@ -142,6 +152,11 @@ export function planDeliveries (event: RelayEvent): Delivery[] {
       return [{
         audience: { scope: 'chat', chat: event.chatUuid, exceptUser: event.userKey },
         frame: { type: event.event, data: { chat: { uuid: event.chatUuid }, user: event.user } }
+      }]
+    case 'customer_presence':
+      return [{
+        audience: { scope: 'sources', chat: event.chat },
+        frame: { type: 'customer_presence', data: { chat: { uuid: event.chat.uuid }, user: event.user, online: event.online } }
       }]
     default: {
       const unknownEvent: never = event

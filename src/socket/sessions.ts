@@ -6,9 +6,10 @@ import { ExpiryWheel } from './expiry.js'
 import type { FrameHandler } from './frame-handler.js'
 import type { Hub } from './hub.js'
 import { closeCodeLabel, type Metrics } from '../metrics.js'
-import type { Presence } from '../stores/presence.js'
+import type { ChatLog } from '../stores/chat-log.js'
+import type { ChatSocket, Presence } from '../stores/presence.js'
 import { CloseCode } from '../protocol/protocol.js'
-import type { SocketAttributes } from '../protocol/routing.js'
+import { Role, type ChatScope, type SocketAttributes } from '../protocol/routing.js'
 import { SocketUpkeep } from './upkeep.js'
 
 export interface SessionLogger {
@@ -40,6 +41,7 @@ export class SocketSessions {
   constructor (
     readonly hub: Hub,
     readonly presence: Presence,
+    readonly chatLog: Pick<ChatLog, 'scopeOf'>,
     readonly frames: FrameHandler,
     verifyToken: (token: string) => Principal,
     readonly metrics: Metrics,
@@ -148,7 +150,7 @@ export class SocketSessions {
     })
   }
 
-  /** Records the socket in presence (which announces a user's first socket); false: over the user's cap. */
+  /** Records the socket in presence (which announces a user's first socket, a customer's with its scope); false: over the user's cap. */
   private async announce (connection: Connection, principal: Principal): Promise<boolean> {
     const { attributes } = connection
     if (attributes.chatUuid === undefined) {
@@ -161,9 +163,20 @@ export class SocketSessions {
         connectedAt: Date.now()
       })
     }
-    return await this.presence.joinChat({
-      chatUuid: attributes.chatUuid, userKey: attributes.userKey, connectionId: connection.id, user: connection.user
-    })
+    const socket: ChatSocket = { chatUuid: attributes.chatUuid, userKey: attributes.userKey, connectionId: connection.id, user: connection.user }
+    if (attributes.role === Role.customer) socket.customerScope = await this.customerScope(attributes.chatUuid, connection.id)
+    return await this.presence.joinChat(socket)
+  }
+
+  /** Where a customer's customer_presence goes: its chat's scope; unknown (consoles without sources) if unreadable. */
+  private async customerScope (chatUuid: string, connectionId: string): Promise<ChatScope> {
+    try {
+      return await this.chatLog.scopeOf(chatUuid)
+    } catch (error) {
+      this.metrics.presenceFailures.inc({ operation: 'scope' })
+      this.log.warn({ err: error, connectionId }, 'chat scope not read: customer_presence goes to consoles without sources only')
+      return { uuid: chatUuid, unknown: true }
+    }
   }
 
   /** `peerCode` is what the peer answered (1006 if it never did); the relay's own code wins. */

@@ -1,6 +1,6 @@
 import type { Bus } from './bus.js'
 import type { Metrics } from '../metrics.js'
-import type { OnlineUser } from '../protocol/protocol.js'
+import type { ChatCustomers, OnlineUser } from '../protocol/protocol.js'
 import { summarizeSessions, type ChatSocket, type ConsoleSession, type Presence, type PresenceEvent, type PresenceLogger, type PresencePackets } from './presence.js'
 
 export interface MemoryPresenceOptions {
@@ -77,6 +77,19 @@ export class MemoryPresence implements Presence {
     return summarizeSessions(this.#sessions.values())
   }
 
+  async customersOnline (chatUuids: readonly string[]): Promise<ChatCustomers[]> {
+    return chatUuids.map((chatUuid) => {
+      const users = []
+      for (const sockets of this.#rooms.get(chatUuid)?.values() ?? []) {
+        // Any socket of the user stands for it: each carries the user's profile and whether it is a customer.
+        const [first] = sockets
+        const socket = first === undefined ? undefined : this.#chatSockets.get(first)
+        if (socket?.customerScope !== undefined) users.push(socket.user)
+      }
+      return { chat: { uuid: chatUuid }, users }
+    })
+  }
+
   async close (): Promise<void> {
     this.#rooms.clear()
     this.#chatSockets.clear()
@@ -87,7 +100,7 @@ export class MemoryPresence implements Presence {
   /** The embedded bus delivers inside publish: the event is out before the next decision. */
   #announce (event: PresenceEvent, socket: ChatSocket): void {
     const { bus, packets, metrics, log } = this.#options
-    const published = packets(event, socket.chatUuid, socket.userKey, socket.user).map(async ({ topic, packet }) => await bus.publish(topic, packet))
+    const published = packets(event, socket).map(async ({ topic, packet }) => await bus.publish(topic, packet))
     Promise.all(published).then(() => metrics.eventsAccepted.inc({ source: 'presence' }), (error: unknown) => {
       // Only a closed bus refuses: the node is shutting down.
       metrics.presenceFailures.inc({ operation: 'announce' })

@@ -22,6 +22,11 @@ export class PresenceKeys {
     return roomKey(this.prefix, chatUuid, userKey)
   }
 
+  /** A chat's customers with a socket there, over every node: room key → the holding of one of its sockets. */
+  customers (chatUuid: string): string {
+    return `${this.prefix}presence:customers:${encodeURIComponent(chatUuid)}`
+  }
+
   /** The set of an operator's console socket ids, over every node. */
   operator (operatorId: string): string {
     return operatorKey(this.prefix, operatorId)
@@ -48,13 +53,25 @@ export function operatorKey (prefix: string, operatorId: string): string {
   return `${prefix}presence:operator:${encodeURIComponent(operatorId)}`
 }
 
-/** A socket's holding in its node's hash: a chat socket names its room set, a console its operator set. */
-export interface StoredChatHolding { room: string, chat: string, userKey: string, user: ChatSocket['user'] }
+/**
+ * A socket's holding in its node's hash: a chat socket names its room set, a console its operator set.
+ * A customer's also names its chat's customer index and carries the scope its customer_presence goes to.
+ */
+export interface StoredChatHolding {
+  room: string
+  chat: string
+  userKey: string
+  user: ChatSocket['user']
+  customers?: string
+  scope?: ChatSocket['customerScope']
+}
 
 export function chatSocketOf (connectionId: string, json: string): ChatSocket | undefined {
   const holding = JSON.parse(json) as Partial<StoredChatHolding>
   if (typeof holding.room !== 'string' || holding.chat === undefined || holding.userKey === undefined || holding.user === undefined) return undefined
-  return { chatUuid: holding.chat, userKey: holding.userKey, connectionId, user: holding.user }
+  const socket: ChatSocket = { chatUuid: holding.chat, userKey: holding.userKey, connectionId, user: holding.user }
+  if (holding.scope !== undefined) socket.customerScope = holding.scope
+  return socket
 }
 
 /** Script arguments may carry packets: ioredis sends a Buffer as it is. */
@@ -64,7 +81,7 @@ export async function runScript (script: LuaScript, client: Redis, keys: string[
 
 /** Channel and packet pairs of a presence event, as script arguments. */
 export function packetArgs (packets: PresencePackets, prefix: string, event: PresenceEvent, socket: ChatSocket): Array<string | Buffer> {
-  return packets(event, socket.chatUuid, socket.userKey, socket.user).flatMap(({ topic, packet }) => [prefix + topic, packet])
+  return packets(event, socket).flatMap(({ topic, packet }) => [prefix + topic, packet])
 }
 
 export interface PresenceNodeOptions {
@@ -122,7 +139,7 @@ export class PresenceNode {
     for (const json of unannounced) {
       const socket = chatSocketOf('', json)
       if (socket === undefined) continue
-      const pairs = packets('user_disconnected', socket.chatUuid, socket.userKey, socket.user)
+      const pairs = packets('user_disconnected', socket)
       await Promise.all(pairs.map(async ({ topic, packet }) => await client.publish(keys.prefix + topic, packet)))
     }
     const departures = announced + unannounced.length

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis'
 import type { Bus } from './bus.js'
 import { PresenceUnavailableError } from './store-errors.js'
 import type { Metrics } from '../metrics.js'
-import type { OnlineUser } from '../protocol/protocol.js'
+import type { ChatCustomers, OnlineUser } from '../protocol/protocol.js'
 import {
   summarizeSessions, type ChatSocket, type ConsoleSession, type Presence, type PresencePackets
 } from './presence.js'
@@ -29,8 +29,9 @@ export interface RedisPresenceOptions {
 
 /**
  * Presence over every node. Keys under `<prefix>presence:`: `room:<chat>:<userKey>` (a set of socket
- * ids), `operator:<id>` (a set of console ids), `consoles` (hash of console sessions), `nodes` (known
- * node ids), `node:<id>` (heartbeat with a TTL), `node:<id>:sockets` (what the node holds) and
+ * ids), `customers:<chat>` (the chat's customers present: room key → holding), `operator:<id>` (a set
+ * of console ids), `consoles` (hash of console sessions), `nodes` (known node ids), `node:<id>`
+ * (heartbeat with a TTL), `node:<id>:sockets` (what the node holds) and
  * `node:<id>:swept` (a survivor swept it). A survivor sweeps nodes whose heartbeat expired. The node
  * keeps one desired state per socket in memory: a write Redis did not take is retried until it does,
  * and all of it is written back after Redis lost it (a restart) or a survivor swept this node (a stall).
@@ -79,7 +80,12 @@ export class RedisPresence implements Presence {
     if (this.#closed) return true
     const room = this.#keys.room(socket.chatUuid, socket.userKey)
     const stored: StoredChatHolding = { room, chat: socket.chatUuid, userKey: socket.userKey, user: socket.user }
-    return await this.#records.admit(socket.connectionId, { kind: 'chat', socket, room, json: JSON.stringify(stored) }, 'join')
+    if (socket.customerScope === undefined) {
+      return await this.#records.admit(socket.connectionId, { kind: 'chat', socket, room, json: JSON.stringify(stored) }, 'join')
+    }
+    const customers = this.#keys.customers(socket.chatUuid)
+    const json = JSON.stringify({ ...stored, customers, scope: socket.customerScope })
+    return await this.#records.admit(socket.connectionId, { kind: 'chat', socket, room, customers, json }, 'join')
   }
 
   async leaveChat (connectionId: string): Promise<void> {
@@ -116,6 +122,25 @@ export class RedisPresence implements Presence {
       sessions.push({ ...session, connectedAt: Date.parse(session.connectedAt) })
     }
     return summarizeSessions(sessions)
+  }
+
+  /** One pipeline for every chat: each chat's customer index holds one holding per customer present. */
+  async customersOnline (chatUuids: readonly string[]): Promise<ChatCustomers[]> {
+    if (this.#client.status !== 'ready') throw new PresenceUnavailableError('presence: customers online: redis is not connected')
+    const pipeline = this.#client.pipeline()
+    for (const chatUuid of chatUuids) pipeline.hvals(this.#keys.customers(chatUuid))
+    let answers: Array<[Error | null, unknown]> | null
+    try {
+      answers = await pipeline.exec()
+    } catch (error) {
+      throw new PresenceUnavailableError(`presence: customers online: ${(error as Error).message}`)
+    }
+    return chatUuids.map((chatUuid, index) => {
+      const [error, holdings] = answers?.[index] ?? [new Error('no answer'), null]
+      if (error !== null) throw new PresenceUnavailableError(`presence: customers online: ${error.message}`)
+      const users = (holdings as string[]).map((json) => (JSON.parse(json) as StoredChatHolding).user)
+      return { chat: { uuid: chatUuid }, users }
+    })
   }
 
   /**

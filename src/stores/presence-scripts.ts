@@ -15,9 +15,11 @@ export const TOMBSTONE_MS = 24 * 3600 * 1000
 export const BATCH = 1000
 
 /**
- * KEYS: the user's room set, this node's sockets hash. ARGV: socket id, holding, cap (-1: none), 'force'
- * or '', then channel and packet pairs of user_connected, published when the socket is the user's first
- * (with 'force': also when it already was, as an earlier attempt may have published it to nobody).
+ * KEYS: the user's room set, this node's sockets hash and, for a customer, its chat's customer index
+ * (room key → holding: the customer is there exactly while its room set is). ARGV: socket id, holding,
+ * cap (-1: none), 'force' or '', then channel and packet pairs of user_connected (a customer's with its
+ * customer_presence), published when the socket is the user's first (with 'force': also when it already
+ * was, as an earlier attempt may have published it to nobody).
  */
 export const JOIN = new LuaScript(`
 local added = 0
@@ -27,19 +29,23 @@ if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
   added = redis.call('SADD', KEYS[1], ARGV[1])
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if KEYS[3] then redis.call('HSET', KEYS[3], KEYS[1], ARGV[2]) end
 if (added == 0 and ARGV[4] ~= 'force') or redis.call('SCARD', KEYS[1]) > 1 then return 1 end
 for i = 5, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
 return 2`)
 
 /**
- * KEYS as JOIN. ARGV: socket id, 'force' or '', then the user_disconnected pairs, published when the
- * socket was the user's last (with 'force': whenever the room is empty, as Redis may have lost the
- * socket or an earlier attempt published to nobody).
+ * KEYS as JOIN. ARGV: socket id, 'force' or '', then the user_disconnected pairs (a customer's with its
+ * customer_presence), published when the socket was the user's last (with 'force': whenever the room is
+ * empty, as Redis may have lost the socket or an earlier attempt published to nobody). An empty room
+ * leaves the customer index whatever was removed.
  */
 export const LEAVE = new LuaScript(`
 redis.call('HDEL', KEYS[2], ARGV[1])
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
-if (removed == 0 and ARGV[2] ~= 'force') or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if KEYS[3] then redis.call('HDEL', KEYS[3], KEYS[1]) end
+if removed == 0 and ARGV[2] ~= 'force' then return 0 end
 for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
 return 1`)
 
@@ -78,7 +84,8 @@ return dead`)
 
 /**
  * Removes one node's sockets from presence in one step, so exactly one survivor reports each departure,
- * and publishes user_disconnected for users whose last socket went with it. KEYS: nodes set, consoles
+ * and publishes user_disconnected (a customer's with its customer_presence) for users whose last socket
+ * went with it, and takes those customers out of their chats' indexes. KEYS: nodes set, consoles
  * hash, the node's sockets hash, its key, its swept marker. ARGV: node id, 'dead' (only if its key is
  * still gone) or 'self', marker TTL, and the farewells: per chat socket its id, a packet count, then
  * channel and packet pairs, each item as `<bytes>:<item>` (one argument however many sockets).
@@ -110,7 +117,10 @@ for s = 1, #sockets, 2 do
   local connection, json = sockets[s], sockets[s + 1]
   local holding = cjson.decode(json)
   if type(holding.room) == 'string' then
-    if redis.call('SREM', holding.room, connection) == 1 and redis.call('EXISTS', holding.room) == 0 then
+    local removed = redis.call('SREM', holding.room, connection)
+    local emptied = redis.call('EXISTS', holding.room) == 0
+    if emptied and type(holding.customers) == 'string' then redis.call('HDEL', holding.customers, holding.room) end
+    if removed == 1 and emptied then
       local farewell = farewells[connection]
       if farewell then
         for _, pair in ipairs(farewell) do redis.call('PUBLISH', pair[1], pair[2]) end

@@ -13,7 +13,8 @@ export interface StoredConsoleHolding { console: string }
 export interface StoredSession extends Omit<ConsoleSession, 'connectedAt'> { connectedAt: string }
 
 export type Holding =
-  | { kind: 'chat', socket: ChatSocket, room: string, json: string }
+  /** `customers`: a customer's chat index (see JOIN). */
+  | { kind: 'chat', socket: ChatSocket, room: string, customers?: string, json: string }
   | { kind: 'console', operator: string, session: string, json: string }
 
 /** One desired state per socket id: what Redis must hold for it, and whether it is known to. */
@@ -77,7 +78,7 @@ export class SocketRecords {
     }
     this.ensureConnected(true)
     entry.sent = true
-    const outcome = Number(await runScript(JOIN, this.options.client, [holding.room, this.options.keys.sockets(this.options.nodeId)],
+    const outcome = Number(await runScript(JOIN, this.options.client, this.#chatKeys(holding),
       [connectionId, holding.json, cap, entry.force ? 'force' : '', ...packetArgs(this.options.packets, this.options.keys.prefix, 'user_connected', holding.socket)]))
     entry.force = false
     if (outcome === ANNOUNCED) this.options.metrics.eventsAccepted.inc({ source: 'presence' })
@@ -93,10 +94,17 @@ export class SocketRecords {
       return
     }
     this.ensureConnected(true)
-    const announced = await runScript(LEAVE, this.options.client, [holding.room, this.options.keys.sockets(this.options.nodeId)],
+    const announced = await runScript(LEAVE, this.options.client, this.#chatKeys(holding),
       [connectionId, entry.force ? 'force' : '', ...packetArgs(this.options.packets, this.options.keys.prefix, 'user_disconnected', holding.socket)])
     entry.force = false
     if (announced === 1) this.options.metrics.eventsAccepted.inc({ source: 'presence' })
+  }
+
+  /** KEYS of JOIN and LEAVE: the room, this node's hash and, for a customer, its chat's index. */
+  #chatKeys (holding: Extract<Holding, { kind: 'chat' }>): string[] {
+    const keys = [holding.room, this.options.keys.sockets(this.options.nodeId)]
+    if (holding.customers !== undefined) keys.push(holding.customers)
+    return keys
   }
 
   ensureConnected (announcing: boolean): void {

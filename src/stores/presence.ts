@@ -1,6 +1,6 @@
 import { encodePacket } from '../protocol/packet.js'
-import type { OnlineUser, User } from '../protocol/protocol.js'
-import { audienceTopics, planDeliveries } from '../protocol/routing.js'
+import type { ChatCustomers, OnlineUser, User } from '../protocol/protocol.js'
+import { audienceTopics, planDeliveries, type ChatScope, type RelayEvent } from '../protocol/routing.js'
 
 /**
  * Who is connected: users per chat room (for user_connected / user_disconnected) and operator console
@@ -25,6 +25,11 @@ export interface ChatSocket {
   userKey: string
   connectionId: string
   user: User
+  /**
+   * Only on a customer's socket: the chat's scope as the relay knew it when the socket opened. Its
+   * customer_presence (online and offline alike) reaches the consoles this scope admits.
+   */
+  customerScope?: ChatScope
 }
 
 export type PresenceEvent = 'user_connected' | 'user_disconnected'
@@ -36,7 +41,7 @@ export interface TopicPacket {
 }
 
 /** Builds the bus packets of a presence event (presence never depends on the publisher). */
-export type PresencePackets = (event: PresenceEvent, chatUuid: string, userKey: string, user: User) => TopicPacket[]
+export type PresencePackets = (event: PresenceEvent, socket: ChatSocket) => TopicPacket[]
 
 export interface Presence {
   /**
@@ -52,6 +57,8 @@ export interface Presence {
   /** Forgets a console session. Never rejects; retried until taken. */
   removeSession: (connectionId: string) => Promise<void>
   onlineUsers: () => Promise<OnlineUser[]>
+  /** The customers holding a socket in each chat, over all nodes: one entry per asked chat, in order. */
+  customersOnline: (chatUuids: readonly string[]) => Promise<ChatCustomers[]>
   close: () => Promise<void>
 }
 
@@ -61,10 +68,16 @@ export interface PresenceLogger {
   error: (object: object, message: string) => void
 }
 
-/** The one way presence events become bus packets: the routing table, each frame serialized once. */
-export function presencePackets (event: PresenceEvent, chatUuid: string, userKey: string, user: User): TopicPacket[] {
+/**
+ * The one way presence events become bus packets: the routing table, each frame serialized once. A
+ * customer's user_connected/user_disconnected carries its customer_presence for the consoles.
+ */
+export function presencePackets (event: PresenceEvent, socket: ChatSocket): TopicPacket[] {
   const acceptedAt = Date.now()
-  return planDeliveries({ kind: 'presence', event, chatUuid, userKey, user }).flatMap((delivery) => {
+  const { chatUuid, userKey, user, customerScope } = socket
+  const events: RelayEvent[] = [{ kind: 'presence', event, chatUuid, userKey, user }]
+  if (customerScope !== undefined) events.push({ kind: 'customer_presence', chat: customerScope, user, online: event === 'user_connected' })
+  return events.flatMap((relayEvent) => planDeliveries(relayEvent)).flatMap((delivery) => {
     const packet = encodePacket(delivery, acceptedAt)
     return audienceTopics(delivery.audience).map((topic) => ({ topic, packet }))
   })
