@@ -39,8 +39,14 @@ export class Publisher {
 
   private async record (event: RelayEvent): Promise<void> {
     if (event.kind === 'message') {
-      if (this.options.rememberMessages) await this.chatLog.remember(event.message)
-      else await this.chatLog.rememberChat(event.message.chat)
+      const { message } = event
+      if (!this.options.rememberMessages) await this.chatLog.rememberChat(message.chat)
+      else if (event.event !== 'message_deleted') await this.chatLog.remember(message)
+      else {
+        // A deleted message can no longer be marked (message_not_found).
+        await this.chatLog.forget(message.chat.uuid, message.id)
+        await this.chatLog.rememberChat(message.chat)
+      }
     } else if (event.kind === 'chat_updated' || event.kind === 'chat_notification') {
       await this.chatLog.rememberChat(event.chat)
     }

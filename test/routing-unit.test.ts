@@ -79,3 +79,20 @@ t.test('topics keep chat rooms and operators apart', async (t) => {
   t.notSame(audienceTopics({ scope: 'chat', chat: 'a' }), audienceTopics({ scope: 'chat', chat: 'b' }))
   t.notSame(audienceTopics({ scope: 'operator', operatorId: '1' }), audienceTopics({ scope: 'operator', operatorId: '2' }))
 })
+
+t.test('message_deleted reaches exactly whom the deleted message reached, carrying only its id and chat', async (t) => {
+  const colleague = chatSocket('operator', '21')
+  const sockets = [...everyone, colleague]
+  const cases: Array<Partial<Message>> = [
+    { type: 'standard' }, { type: 'bot' }, { type: 'system', type_role: 'user' }, { type: 'system', type_role: 'operator' }, { type: 'note' }
+  ]
+  for (const fields of cases) {
+    const deleted = message({ ...fields, id: 7, text: 'secret', user: { id: 20 } })
+    const plan = planDeliveries({ kind: 'message', event: 'message_deleted', message: deleted })
+    const added = receivers(planDeliveries({ kind: 'message', event: 'message_added', message: deleted }), sockets)
+    t.same(receivers(plan, sockets), added, `${fields.type ?? ''} ${fields.type_role ?? ''}: the same receivers as the message`)
+    for (const delivery of plan) t.strictSame(delivery.frame, { type: 'message_deleted', data: { message: { id: 7, chat: { uuid: 'c1' } } } })
+  }
+  const note = receivers(planDeliveries({ kind: 'message', event: 'message_deleted', message: message({ type: 'note' }) }), sockets)
+  t.same(note, [operator, colleague], 'a deleted note: operators in the room, never the customer nor a console')
+})

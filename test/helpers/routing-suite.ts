@@ -271,6 +271,64 @@ export function routingSuite (t: Test, makeCluster: (t: Test) => Promise<Cluster
     none(t, assignedInChat, (f) => f.type === 'chat_notification', 'a notification on a /chat socket')
   })
 
+  const deletionOf = (id: unknown) => (frame: Frame): boolean => frame.type === 'message_deleted' && frame.data?.message?.id === id
+  const deleted = (message: Record<string, unknown>) => ({ message, event: 'message_deleted' })
+
+  for (const type of ['standard', 'bot'] as const) {
+    t.test(`message_deleted of a ${type} message reaches the chat room and consoles by sources with only id and chat, and nobody else`, async (t) => {
+      const chatA = randomUUID()
+      const customerA = await customer(uniqueId(), chatA)
+      const operatorA = await operatorInChat(uniqueId(), chatA)
+      const customerB = await customer(uniqueId(), randomUUID())
+      const unfiltered = await console_(uniqueId())
+      const sameWidget = await console_(uniqueId(), { widgets: ['lk'], departments: [7] })
+      const otherWidget = await console_(uniqueId(), { widgets: ['site'] })
+      const otherDepartment = await console_(uniqueId(), { departments: [8] })
+      const message = messageOf(chatOf(chatA, { widget: { source: 'lk' }, department: { id: 7 } }), { type })
+      await post('/message', deleted(message))
+      for (const receiver of [customerA, operatorA, unfiltered, sameWidget]) {
+        const frame = await receiver.waitFor(deletionOf(message.id), 3000, `message_deleted ${String(message.id)}`)
+        t.strictSame(frame.data, { message: { id: message.id, chat: { uuid: chatA } } }, `${receiver.name} gets only the id and the chat`)
+      }
+      await barrier([customerB, otherWidget, otherDepartment])
+      for (const outsider of [customerB, otherWidget, otherDepartment]) none(t, outsider, deletionOf(message.id), 'the deletion of another chat or scope')
+    })
+  }
+
+  t.test('message_deleted of a system message reaches only the role it named, never a console', async (t) => {
+    const chat = randomUUID()
+    const customerA = await customer(uniqueId(), chat)
+    const operatorA = await operatorInChat(uniqueId(), chat)
+    const console1 = await console_(uniqueId())
+    const forCustomer = messageOf(chatOf(chat), { type: 'system', type_role: 'user', user: null })
+    const forOperator = messageOf(chatOf(chat), { type: 'system', type_role: 'operator', user: null })
+    await post('/message', deleted(forCustomer))
+    await post('/message', deleted(forOperator))
+    await customerA.waitFor(deletionOf(forCustomer.id), 3000, 'the deletion of its system message')
+    await operatorA.waitFor(deletionOf(forOperator.id), 3000, 'the deletion of its system message')
+    await barrier([customerA, operatorA, console1])
+    none(t, customerA, deletionOf(forOperator.id), 'the deletion of an operator-only system message')
+    none(t, operatorA, deletionOf(forCustomer.id), 'the deletion of a customer-only system message')
+    none(t, console1, (f) => deletionOf(forCustomer.id)(f) || deletionOf(forOperator.id)(f), 'the deletion of system messages')
+  })
+
+  t.test('message_deleted of a note reaches operators in the chat, never the customer nor consoles', async (t) => {
+    const chat = randomUUID()
+    const customerA = await customer(uniqueId(), chat)
+    const operatorA = await operatorInChat(uniqueId(), chat)
+    const console1 = await console_(uniqueId())
+    const note = messageOf(chatOf(chat, { widget: { source: 'lk' } }), { type: 'note' })
+    await post('/message', { message: note })
+    await post('/message', deleted(note))
+    const frame = await operatorA.waitFor(deletionOf(note.id), 3000, 'the deletion of the note')
+    t.strictSame(frame.data, { message: { id: note.id, chat: { uuid: chat } } })
+    await barrier([customerA, console1])
+    for (const outsider of [customerA, console1]) {
+      none(t, outsider, deletionOf(note.id), 'the deletion of a note')
+      none(t, outsider, messageWithId(note.id), 'the note itself')
+    }
+  })
+
   t.test('1,000 messages to one chat arrive complete and in order at every receiver', async (t) => {
     const chat = randomUUID()
     const receivers = [await customer(uniqueId(), chat), await operatorInChat(uniqueId(), chat), await console_(uniqueId())]
