@@ -5,7 +5,7 @@ import {
   currentRuntime, DriverProcess, InProcessDriver, startRedis, startServer, stop, type DriverLink, type RedisProcess, type Runtime, type ServerProcess
 } from './processes.js'
 import type { DriverAnswer, PostPlan } from './messages.js'
-import { clientCount, scenario, systemsFor, WIRE, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
+import { clientCount, scenario, scenarioCases, systemsFor, WIRE, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
 
 /**
  * One benchmark invocation: for each scenario, each system in turn on fresh server processes, measured
@@ -31,6 +31,10 @@ export interface CaseResult {
   deliveriesPerSecond: number
   /** Server processes' CPU (utime + stime) over the run, per delivery, µs. */
   cpuMicrosPerDelivery: number
+  /** The same CPU in seconds, over the posting window and the drain. */
+  serverCpuSeconds?: number
+  /** (h): messages per POST /batch; absent: one POST /message each. */
+  eventsPerRequest?: number
   redisMicrosPerDelivery?: number
   latency: LatencySummary
   /** RSS growth per idle connection, after a full collection. */
@@ -133,7 +137,8 @@ class Bench {
       scenario: plan.name, title: plan.title, system, nodes: plan.nodes, clients, messages: plan.workload.messages,
       expected: 0, received: 0, lost: 0, extra: 0, closes: {}, postErrors: 0, seconds: 0, deliveriesPerSecond: 0,
       cpuMicrosPerDelivery: 0, latency: { count: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN }, driverCpuSeconds: 0,
-      ...(plan.plan?.kind === 'rate' ? { rate: plan.plan.perSecond } : {})
+      ...(plan.plan?.kind === 'rate' ? { rate: plan.plan.perSecond } : {}),
+      ...(plan.plan?.kind === 'batch' ? { eventsPerRequest: plan.plan.size } : {})
     }
     let cluster: Cluster
     try {
@@ -257,6 +262,7 @@ class Bench {
       seconds,
       deliveriesPerSecond: received / seconds,
       cpuMicrosPerDelivery: received > 0 ? cpu / received * 1e6 : Number.NaN,
+      serverCpuSeconds: cpu,
       ...(redisCpu === undefined ? {} : { redisMicrosPerDelivery: received > 0 ? redisCpu / received * 1e6 : Number.NaN }),
       latency: (drained[0] as (typeof drained)[number]).latency,
       driverCpuSeconds: sum('cpuSeconds')
@@ -366,9 +372,11 @@ export async function runBench (options: BenchOptions, log: (line: string) => vo
       const plan = scenario(name, options, rate)
       log(plan.title)
       for (const system of systems) {
-        const result = await bench.run(system, plan)
-        log(`  ${system}: ${describe(result)}`)
-        results.push(result)
+        for (const run of scenarioCases(plan, options)) {
+          const result = await bench.run(system, run)
+          log(`  ${system}${result.eventsPerRequest === undefined ? '' : `, ${result.eventsPerRequest} per batch`}: ${describe(result)}`)
+          results.push(result)
+        }
       }
     }
   } finally {

@@ -9,6 +9,8 @@ export type WorkloadSpec =
 export type PostPlan =
   | { kind: 'burst', inflight: number }
   | { kind: 'rate', perSecond: number }
+  /** As burst, `size` messages per POST /batch (the relay only). */
+  | { kind: 'batch', inflight: number, size: number }
 
 export interface DriverInit {
   role: 'prober' | 'counter'

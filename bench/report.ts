@@ -16,6 +16,10 @@ const SCALE_HEADER = '| system | clients | connect s | connects/s | server CPU �
   'RSS MiB, all connected | deliveries | server CPU µs/delivery | p50 ms | p99 ms | max ms | lost | driver CPU s |\n' +
   '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
 
+/** (h): the same messages ingested one per request and in batches, each row one case. */
+const INGEST_HEADER = '| ingest | requests | events | events/s | server CPU µs/event | p50 ms | p99 ms | max ms | lost | driver CPU s |\n' +
+  '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
+
 const cells = (values: Array<string | number>): string => values.reduce<string>((line, cell) => `${line} ${String(cell)} |`, '|')
 
 function lostCell (result: CaseResult): string {
@@ -44,6 +48,35 @@ function scaleRow (result: CaseResult): string {
     lostCell(result),
     fixed(result.driverCpuSeconds, 1)
   ])
+}
+
+const perEvent = (result: CaseResult): number => (result.serverCpuSeconds ?? Number.NaN) / result.messages * 1e6
+const requestsOf = (result: CaseResult): number => Math.ceil(result.messages / (result.eventsPerRequest ?? 1))
+
+function ingestRow (result: CaseResult): string {
+  const mode = result.eventsPerRequest === undefined ? 'one per request (`POST /message`)' : `${result.eventsPerRequest} per batch (\`POST /batch\`)`
+  if (result.error !== undefined) return `| ${mode} | not run: ${result.error} ||||||||`
+  return cells([
+    mode,
+    thousands(requestsOf(result)),
+    thousands(result.received),
+    thousands(result.deliveriesPerSecond),
+    fixed(perEvent(result), 2),
+    fixed(result.latency.p50, 2),
+    fixed(result.latency.p99, 2),
+    fixed(result.latency.max, 1),
+    lostCell(result),
+    fixed(result.driverCpuSeconds, 1)
+  ])
+}
+
+/** (h): what batching changes, batch over one per request. */
+function ingestComparison (rows: CaseResult[]): string[] {
+  const single = rows.find((result) => result.eventsPerRequest === undefined && result.error === undefined)
+  const batched = rows.find((result) => result.eventsPerRequest !== undefined && result.error === undefined)
+  if (single === undefined || batched === undefined) return []
+  return [`- ${batched.eventsPerRequest ?? '?'} per batch / one per request: events/s ${(batched.deliveriesPerSecond / single.deliveriesPerSecond).toFixed(2)}×, ` +
+    `server CPU per event ${(perEvent(batched) / perEvent(single)).toFixed(2)}× (no target)`]
 }
 
 function row (result: CaseResult): string {
@@ -124,7 +157,8 @@ const CHECKS: Record<ScenarioName, Array<[string, Check | undefined, Check | und
     ['RSS per socket', plainRatio('bytesPerConnection'), plainRatio('bytesPerConnection'), plainRatio('bytesPerConnection')],
     ['heap per socket', plainRatio('heapBytesPerConnection'), plainRatio('heapBytesPerConnection'), plainRatio('heapBytesPerConnection')],
     ['server CPU per delivery', plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery')],
-    ['p99 latency', p99Gap, p99Gap, p99Gap]]
+    ['p99 latency', p99Gap, p99Gap, p99Gap]],
+  h: []
 }
 
 const PEERS: Array<[SystemName, string]> = [['socketio', 'Socket.IO'], ['ws', 'raw ws'], ['wsCorked', 'raw ws corked']]
@@ -152,7 +186,8 @@ export function markdown (results: CaseResult[]): string {
   const names = [...new Set(results.map((result) => result.scenario))]
   for (const name of names) {
     const rows = results.filter((result) => result.scenario === name)
-    const final = rows.filter((result, index) => !rows.slice(index + 1).some((later) => later.system === result.system))
+    // (c) keeps the last rate tried per system; (h)'s two cases are both the relay's.
+    const final = name === 'h' ? rows : rows.filter((result, index) => !rows.slice(index + 1).some((later) => later.system === result.system))
     const title = (final.find((result) => result.system === 'relay') ?? final[0] as CaseResult).title
     const notes: string[] = []
     if (rows.length > final.length) {
@@ -164,8 +199,9 @@ export function markdown (results: CaseResult[]): string {
       const total = lost.reduce((sum, result) => sum + result.lost + result.extra, 0)
       notes.push(`- lost: ${total === 0 ? 'none (target 0: met)' : `**${total} frames missing or unexpected** (target 0: missed)`}`)
     }
-    const table = name === 'g' ? [SCALE_HEADER, ...final.map(scaleRow)] : [HEADER, ...final.map(row)]
-    sections.push([`### ${title}`, '', ...table, '', ...comparisons(final, name), ...notes].join('\n'))
+    const table = name === 'g' ? [SCALE_HEADER, ...final.map(scaleRow)] : name === 'h' ? [INGEST_HEADER, ...final.map(ingestRow)] : [HEADER, ...final.map(row)]
+    const compared = name === 'h' ? ingestComparison(final) : comparisons(final, name)
+    sections.push([`### ${title}`, '', ...table, '', ...compared, ...notes].join('\n'))
   }
   return sections.join('\n\n')
 }

@@ -10,7 +10,8 @@ import { DEFAULT_OPTIONS, DEFAULT_SYSTEMS, type BenchOptions, type ScenarioName,
  * (markdown), progress on stderr. `--out FILE` also writes the tables, `--json FILE` the raw results.
  */
 const numeric = ['fanout-clients', 'fanout-messages', 'rate-clients', 'rate', 'rate-seconds', 'idle-clients', 'mix-chats',
-  'mix-consoles', 'mix-messages', 'mix-nodes', 'scale-clients', 'scale-seconds', 'scale-drivers', 'scale-addresses', 'inflight', 'sample-every',
+  'mix-consoles', 'mix-messages', 'mix-nodes', 'scale-clients', 'scale-seconds', 'scale-drivers', 'scale-addresses', 'ingest-messages',
+  'ingest-batch', 'inflight', 'sample-every',
   'connect-concurrency', 'connect-phases', 'drain-idle-ms', 'idle-settle-ms'] as const
 
 const { values } = parseArgs({
@@ -31,9 +32,9 @@ const camel = (name: string): string => name.replace(/-(\w)/g, (_, letter: strin
 if (values.help === true) {
   const defaults = numeric.map((name) => `  --${name} ${String(DEFAULT_OPTIONS[camel(name) as keyof BenchOptions])}`)
   process.stdout.write([
-    'npm run bench -- [--scenarios a,b,c,d,e,g] [--systems relay,socketio,ws,wsCorked] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]',
+    'npm run bench -- [--scenarios a,b,c,d,e,g,h] [--systems relay,socketio,ws,wsCorked] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]',
     `  scenarios by default: ${DEFAULT_OPTIONS.scenarios.join(',')}; (g), ${DEFAULT_OPTIONS.scaleClients} sockets on one node, only with --scenarios g`,
-    `  systems by default: ${DEFAULT_SYSTEMS.a.join(',')}; in (g) ${DEFAULT_SYSTEMS.g.join(',')}`,
+    `  systems by default: ${DEFAULT_SYSTEMS.a.join(',')}; in (g) ${DEFAULT_SYSTEMS.g.join(',')}; (h), batch ingest, runs the relay only`,
     '  (g) needs `ulimit -Hn` ≥ --scale-clients + 200 in the relay and raw ws servers; the bench raises it only where it may (CAP_SYS_RESOURCE)',
     ...defaults, ''
   ].join('\n'))
@@ -55,6 +56,7 @@ function listOf<Name extends string> (flag: string, raw: string, known: readonly
   if (unknown.length > 0) throw new Error(`--${flag}: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`)
   return items as Name[]
 }
+if (options.ingestBatch > 100) throw new Error('--ingest-batch: POST /batch takes at most 100 events')
 if (typeof values.scenarios === 'string') options.scenarios = listOf('scenarios', values.scenarios, Object.keys(DEFAULT_SYSTEMS) as ScenarioName[])
 if (typeof values.systems === 'string') options.systems = listOf('systems', values.systems, DEFAULT_SYSTEMS.a)
 if (values['no-find-rate'] === true) options.findRate = false

@@ -2,7 +2,7 @@ import type { PostPlan, WorkloadSpec } from './messages.js'
 import type { WireProtocol } from './ws-client.js'
 
 export type SystemName = 'relay' | 'socketio' | 'ws' | 'wsCorked'
-export type ScenarioName = 'a' | 'b' | 'c' | 'd' | 'e' | 'g'
+export type ScenarioName = 'a' | 'b' | 'c' | 'd' | 'e' | 'g' | 'h'
 
 export const SYSTEM_LABEL: Record<SystemName, string> = {
   relay: 'relay',
@@ -21,7 +21,9 @@ export const DEFAULT_SYSTEMS: Record<ScenarioName, SystemName[]> = {
   c: ['relay', 'socketio', 'ws', 'wsCorked'],
   d: ['relay', 'socketio', 'ws', 'wsCorked'],
   e: ['relay', 'socketio', 'ws', 'wsCorked'],
-  g: ['relay', 'ws']
+  g: ['relay', 'ws'],
+  // Batch ingest is the relay's own route: the peers have nothing to compare.
+  h: ['relay']
 }
 
 /** Every size is a flag of `npm run bench` (see bench/run.ts); these are the issue's defaults. */
@@ -56,6 +58,9 @@ export interface BenchOptions {
   scaleDrivers: number
   /** (g): loopback source addresses the sockets are spread over (127.0.0.2 and up). */
   scaleAddresses: number
+  /** (h): chat messages ingested one per request, then the same `ingestBatch` per POST /batch. */
+  ingestMessages: number
+  ingestBatch: number
   /** A drain ends this long after the last delivery if something is still missing. */
   drainIdleMs: number
   /** Wait before reading the RSS of idle connections. */
@@ -70,7 +75,7 @@ export interface BenchOptions {
 
 export const DEFAULT_OPTIONS: BenchOptions = {
   // (g) holds 50,000 sockets for minutes on a shared machine: only when asked for (`--scenarios g`).
-  scenarios: ['a', 'b', 'c', 'd', 'e'],
+  scenarios: ['a', 'b', 'c', 'd', 'e', 'h'],
   fanoutClients: 1000,
   fanoutMessages: 2000,
   rateClients: 5000,
@@ -90,6 +95,8 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   scaleSeconds: 30,
   scaleDrivers: 4,
   scaleAddresses: 4,
+  ingestMessages: 10_000,
+  ingestBatch: 100,
   drainIdleMs: 3000,
   idleSettleMs: 3000
 }
@@ -106,6 +113,7 @@ export interface Scenario {
 }
 
 export function systemsFor (name: ScenarioName, options: BenchOptions): SystemName[] {
+  if (name === 'h') return DEFAULT_SYSTEMS.h
   return options.systems ?? DEFAULT_SYSTEMS[name]
 }
 
@@ -148,7 +156,23 @@ export function scenario (name: ScenarioName, options: BenchOptions, rate = opti
         plan: { kind: 'rate', perSecond: 1 },
         scale: { drivers: options.scaleDrivers, addresses: options.scaleAddresses }
       }
+    case 'h':
+      // One console receives every message, so events/s is counted at delivery and nothing lost goes unseen.
+      return {
+        name,
+        title: `(h) ingest: ${options.ingestMessages} chat messages one per request vs ${options.ingestBatch} per POST /batch, ` +
+          `${options.inflight} requests in flight, 1 console receiving them, 1 node`,
+        nodes: 1,
+        workload: { kind: 'fanout', clients: 1, messages: options.ingestMessages },
+        plan: burst
+      }
   }
+}
+
+/** The cases of a scenario: (h) runs twice, one message per request and then in batches; the others once. */
+export function scenarioCases (plan: Scenario, options: BenchOptions): Scenario[] {
+  if (plan.name !== 'h') return [plan]
+  return [plan, { ...plan, plan: { kind: 'batch', inflight: options.inflight, size: options.ingestBatch } }]
 }
 
 export function clientCount (workload: WorkloadSpec): number {

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import t from 'tap'
 import { runBench } from '../bench/bench.js'
+import { markdown } from '../bench/report.js'
 import { DEFAULT_OPTIONS, type BenchOptions, type ScenarioName, type SystemName } from '../bench/scenarios.js'
 
 /**
@@ -59,4 +60,20 @@ t.test('a tiny scenario (g) reaches every socket from several loopback addresses
     t.ok(result.latency.count > 0, `${name} timed its sampling clients`)
     t.ok((result.connectSeconds ?? 0) > 0 && Number.isFinite(result.heapBytesPerConnection), `${name} timed the connects and read the memory`)
   }
+})
+
+t.test('a tiny scenario (h) ingests the same messages one per request and in batches, losing nothing', async (t) => {
+  const results = await runBench({ ...tiny, scenarios: ['h'], ingestMessages: 25, ingestBatch: 10, systems: ['socketio'] })
+  t.same(results.map((result) => [result.system, result.eventsPerRequest]), [['relay', undefined], ['relay', 10]],
+    'the relay only (whatever --systems says), one per request then in batches of 10')
+  for (const result of results) {
+    const name = `(h) ${result.eventsPerRequest === undefined ? 'one per request' : 'in batches'}`
+    t.equal(result.error, undefined, `${name} ran${result.error === undefined ? '' : `: ${result.error}`}`)
+    t.equal(result.postErrors, 0, `${name}: every message was accepted`)
+    t.equal(result.expected, 25, `${name}: the console expects every message`)
+    t.equal(result.received, 25, `${name}: and got each`)
+    t.equal(result.lost + result.extra, 0, `${name} lost nothing and added nothing`)
+    t.ok(Number.isFinite(result.serverCpuSeconds), `${name} read the server's CPU`)
+  }
+  t.match(markdown(results), /\| 10 per batch \(`POST \/batch`\) \| 3 \| 25 \|/, 'the table has a row per case: 3 batches of up to 10')
 })
