@@ -39,7 +39,7 @@ export interface WriterHooks {
   dropped: (connection: Connection, reason: DropReason) => void
 }
 
-/** A socket's send state, made on its first frame (an idle socket holds none). */
+/** A socket's send state on the fast path, made on its first bus frame (an idle socket holds none). */
 export class SendState {
   /** The writer's turn of this socket's last direct write, and how many frames it wrote in it. */
   turn = -1
@@ -105,14 +105,19 @@ export class Writer {
       }
       return false
     }
-    const state = connection.sendState ??= new SendState(this.#direct(socket))
-    if (socket.bufferedAmount - state.corkedBytes > connection.limits.maxBufferedBytes) {
+    if (socket.bufferedAmount - (connection.sendState?.corkedBytes ?? 0) > connection.limits.maxBufferedBytes) {
       connection.close(CloseCode.slowConsumer, 'slow consumer')
       this.hooks.dropped(connection, 'slow_consumer')
       return false
     }
+    if (wire === undefined) {
+      socket.send(payload, TEXT)
+      return true
+    }
+    // Made on the first bus frame: a socket that only ever got `connected` holds none.
+    const state = connection.sendState ??= new SendState(this.#direct(socket))
     const internals = socket as unknown as WsInternals
-    if (wire === undefined || !state.direct || internals._sender._state !== SENDER_IDLE) {
+    if (!state.direct || internals._sender._state !== SENDER_IDLE) {
       socket.send(payload, TEXT)
       return true
     }
