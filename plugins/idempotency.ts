@@ -97,11 +97,26 @@ export default fp(async (app) => {
     await run.finish(500, undefined)
   }
 
+  // Callback hooks that return at once for a request without the header (nearly every one): no promise
+  // per hook on the ingest path; the async work above runs only for a request that carries a key.
+  const claimHook = (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void => {
+    if (typeof request.headers[HEADER_FIELD] !== 'string') return done()
+    claimKey(request, reply).then((replied) => { if (replied === undefined) done() }, done)
+  }
+  const storeHook = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void => {
+    if (!runs.has(request)) return done(null, payload)
+    storeAnswer(request, reply, payload).then((kept) => done(null, kept), done)
+  }
+  const releaseHook = (request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void): void => {
+    if (!runs.has(request)) return done()
+    releaseUnanswered(request).then(() => done(), done)
+  }
+
   app.addHook('onRoute', (route) => {
     if (route.config?.idempotent !== true) return
     route.schema = withIdempotencyKey(route.schema)
-    route.preHandler = [...asList<Hook>(route.preHandler).flat(), claimKey] as Hook
-    route.onSend = [...asList(route.onSend).flat(), storeAnswer] as RouteOptions['onSend']
-    route.onResponse = [...asList(route.onResponse).flat(), releaseUnanswered] as RouteOptions['onResponse']
+    route.preHandler = [...asList<Hook>(route.preHandler).flat(), claimHook] as Hook
+    route.onSend = [...asList(route.onSend).flat(), storeHook] as RouteOptions['onSend']
+    route.onResponse = [...asList(route.onResponse).flat(), releaseHook] as RouteOptions['onResponse']
   })
 }, { name: 'idempotency', dependencies: ['config', 'metrics', 'stores'] })
