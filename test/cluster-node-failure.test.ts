@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { closeAll, join, type Frame } from './helpers/client.js'
-import { eventually, FAST_REDIS_ENV, waitForBus } from './helpers/cluster.js'
-import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
-import { startRedis } from './helpers/redis.js'
-import { API_TOKEN, customerToken, JWT_SECRET, operatorToken, startRelay, testConfig, type Relay } from './helpers/relay.js'
+import { eventually, startSurvivorAndChild } from './helpers/cluster.js'
+import { API_TOKEN, customerToken, operatorToken, testConfig, type Relay } from './helpers/relay.js'
 import { chatOf, messageOf } from './helpers/routing-suite.js'
 
 /** The contract's bound; the test runs with short heartbeats and expects far less. */
@@ -21,20 +19,7 @@ async function onlineUsers (relay: Relay): Promise<OnlineEntry[]> {
 const sessionsOf = (entries: OnlineEntry[], id: number): number => entries.find((entry) => entry.user.id === id)?.sessions ?? 0
 
 t.test('a SIGKILLed node leaves presence: its operators leave /online-users and its users are announced gone', async (t) => {
-  const [redis, server] = await Promise.all([startRedis(t), buildRelay(t)])
-  const env = { REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix(), ...FAST_REDIS_ENV }
-  const survivor = await startRelay(t, env)
-  await waitForBus(survivor, 'ready')
-
-  const port = await freePort()
-  const doomed = new RelayProcess(t, server, {
-    ...env, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', API_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn'
-  })
-  const doomedWs = `ws://127.0.0.1:${port}`
-  await eventually(async () => {
-    const answer = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined)
-    return answer?.status === 200
-  }, 15_000, `the child node ready; output: ${doomed.output}`)
+  const { survivor, child: doomed, wsUrl: doomedWs } = await startSurvivorAndChild(t)
 
   const chat = randomUUID()
   const watcher = await join(survivor.wsUrl, '/chat', { token: operatorToken(200, { chat }), name: 'operator 200 on the survivor' })

@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { closeAll, join, type Frame } from './helpers/client.js'
-import { eventually, FAST_REDIS_ENV, waitForBus } from './helpers/cluster.js'
-import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
-import { startRedis } from './helpers/redis.js'
-import { API_TOKEN, customerToken, JWT_SECRET, operatorToken, startRelay, type Relay } from './helpers/relay.js'
+import { startSurvivorAndChild } from './helpers/cluster.js'
+import { customerToken, operatorToken, type Relay } from './helpers/relay.js'
 import { chatOf } from './helpers/routing-suite.js'
 
 /** The contract's bound; the test runs with short heartbeats and expects far less. */
@@ -21,17 +19,7 @@ const presenceOf = (id: number, online: boolean) => (frame: Frame): boolean =>
   frame.type === 'customer_presence' && frame.data.user.id === id && frame.data.online === online
 
 t.test("a SIGKILLed node's customers go offline on the surviving consoles and leave /customers/online", async (t) => {
-  const [redis, server] = await Promise.all([startRedis(t), buildRelay(t)])
-  const env = { REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix(), ...FAST_REDIS_ENV }
-  const survivor = await startRelay(t, env)
-  await waitForBus(survivor, 'ready')
-  const port = await freePort()
-  const doomed = new RelayProcess(t, server, {
-    ...env, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', API_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn'
-  })
-  const doomedWs = `ws://127.0.0.1:${port}`
-  await eventually(async () => (await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.status === 200,
-    15_000, `the child node ready; output: ${doomed.output}`)
+  const { survivor, child: doomed, wsUrl: doomedWs } = await startSurvivorAndChild(t)
 
   const chat = randomUUID()
   t.equal((await survivor.post('/update/chat', chatOf(chat, { widget: { source: 'lk' } }))).statusCode, 200)

@@ -3,12 +3,11 @@ import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { roomKey } from '../src/stores/presence-node.js'
 import { closeAll, connect, join, type Frame, type TestClient } from './helpers/client.js'
-import { eventually, FAST_REDIS_ENV, startCluster, waitForBus } from './helpers/cluster.js'
+import { eventually, FAST_REDIS_ENV, startCluster, waitForBus, startSurvivorAndChild } from './helpers/cluster.js'
 import { startLatencyProxy } from './helpers/latency-proxy.js'
-import { buildRelay, freePort, RelayProcess } from './helpers/process.js'
 import { parsePrometheus, valueOf } from './helpers/prometheus.js'
 import { startRedis, type PrivateRedis } from './helpers/redis.js'
-import { API_TOKEN, customerToken, JWT_SECRET, operatorToken, startRelay, token, type Relay } from './helpers/relay.js'
+import { API_TOKEN, customerToken, operatorToken, startRelay, token, type Relay } from './helpers/relay.js'
 import { chatOf, messageOf } from './helpers/routing-suite.js'
 
 /** Long enough for a reconnect, the bus settling and a heartbeat or two with FAST_REDIS_ENV. */
@@ -189,17 +188,8 @@ t.test('a pending join followed by its leave while Redis hangs leaves no ghost, 
 })
 
 t.test('a node stalled past the presence TTL is swept, and announces its users again when it wakes up', async (t) => {
-  const [redis, server] = await Promise.all([startRedis(t), buildRelay(t)])
-  const env = { REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix(), ...FAST_REDIS_ENV }
-  const survivor = await startRelay(t, env)
-  await waitForBus(survivor, 'ready')
-  const port = await freePort()
-  const stalled = new RelayProcess(t, server, {
-    ...env, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', API_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn'
-  })
+  const { survivor, child: stalled, port } = await startSurvivorAndChild(t)
   t.teardown(() => { stalled.child.kill('SIGCONT') })
-  await eventually(async () => (await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.status === 200,
-    15_000, `the child node ready; output: ${stalled.output}`)
 
   const chat = randomUUID()
   const watcher = await join(survivor.wsUrl, '/chat', { token: operatorToken(840, { chat }), name: 'operator on the survivor' })

@@ -1,6 +1,7 @@
 import type { BusState } from '../../src/stores/bus.js'
-import type { PrivateRedis } from './redis.js'
-import { startRelay, type Relay, type Tap } from './relay.js'
+import { buildRelay, freePort, RelayProcess } from './process.js'
+import { startRedis, type PrivateRedis } from './redis.js'
+import { API_TOKEN, JWT_SECRET, startRelay, type Relay, type Tap } from './relay.js'
 
 /** Short intervals so faults resolve within a test; the defaults are in src/config.ts. */
 export const FAST_REDIS_ENV = {
@@ -46,4 +47,31 @@ export async function eventually (check: () => Promise<boolean>, ms: number, wha
     if (Date.now() - started > ms) throw new Error(`${what}: not within ${ms} ms`)
     await new Promise((resolve) => setTimeout(resolve, everyMs))
   }
+}
+
+export interface SurvivorAndChild {
+  redis: PrivateRedis
+  /** An in-process node, ready. */
+  survivor: Relay
+  /** A node as a real child process (to SIGKILL or SIGSTOP), ready. */
+  child: RelayProcess
+  port: number
+  wsUrl: string
+  httpUrl: string
+}
+
+/** A private Redis with two nodes on it: one in this process, one a child process to kill or stall. */
+export async function startSurvivorAndChild (t: Tap): Promise<SurvivorAndChild> {
+  const [redis, server] = await Promise.all([startRedis(t), buildRelay(t)])
+  const env = { REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix(), ...FAST_REDIS_ENV }
+  const survivor = await startRelay(t, env)
+  await waitForBus(survivor, 'ready')
+  const port = await freePort()
+  const child = new RelayProcess(t, server, {
+    ...env, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', API_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn'
+  })
+  const httpUrl = `http://127.0.0.1:${port}`
+  await eventually(async () => (await fetch(`${httpUrl}/ready`).catch(() => undefined))?.status === 200,
+    15_000, `the child node ready; output: ${child.output}`)
+  return { redis, survivor, child, port, wsUrl: `ws://127.0.0.1:${port}`, httpUrl }
 }
