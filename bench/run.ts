@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util'
 import { runBench } from './bench.js'
 import { ephemeralPorts, loadAverage, machine, openFileLimits, raiseOpenFileLimit } from './proc.js'
 import { markdown } from './report.js'
-import { DEFAULT_OPTIONS, DEFAULT_SYSTEMS, type BenchOptions, type ScenarioName, type SystemName } from './scenarios.js'
+import { DEFAULT_OPTIONS, DEFAULT_SYSTEMS, type BenchOptions, type ScenarioName } from './scenarios.js'
 
 /**
  * `npm run bench [-- --flag value ...]`: every scenario and system in one invocation, tables on stdout

@@ -1,3 +1,5 @@
+import { consoleSources, DEPARTMENTS, WIDGETS } from './workload.js'
+
 /**
  * The soak's world (chats, consoles, who sits where) and SPEC.md's routing table restated for it,
  * independently of src/routing.ts: for each event the soak caused, the key a given socket must
@@ -8,8 +10,8 @@
 export type MessageType = 'standard' | 'bot' | 'system' | 'note'
 export type Role = 'user' | 'operator'
 
-export const WIDGETS = ['lk', 'site', 'app', 'tg'] as const
-export const DEPARTMENTS = 5
+// The benchmark's widgets, departments and console sources: the soak's consoles look like (e)'s.
+export { DEPARTMENTS, WIDGETS }
 
 export interface ChatDef {
   uuid: string
@@ -49,18 +51,6 @@ export interface World {
   consoles: ConsoleDef[]
   /** A room of big notes: a fast operator reads it, slow consumers stop reading it. */
   heavy: ChatDef
-}
-
-/** Console `index`'s sources: a quarter each sees everything, two widgets, two departments, one of each. */
-function consoleSources (index: number): Omit<ConsoleDef, 'operatorId'> {
-  const widget = WIDGETS[index % WIDGETS.length] as string
-  const department = (index % DEPARTMENTS) + 1
-  switch (index % 4) {
-    case 0: return {}
-    case 1: return { widgets: [widget, WIDGETS[(index + 1) % WIDGETS.length] as string] }
-    case 2: return { departments: [department, (department % DEPARTMENTS) + 1] }
-    default: return { widgets: [widget], departments: [department] }
-  }
 }
 
 export function consoleDef (operatorId: number, pattern: number): ConsoleDef {

@@ -26,8 +26,8 @@ export interface Workload {
   messageAt: (seq: number) => MessageSpec
 }
 
-const WIDGETS = ['lk', 'site', 'app', 'tg']
-const DEPARTMENTS = 5
+export const WIDGETS = ['lk', 'site', 'app', 'tg'] as const
+export const DEPARTMENTS = 5
 
 export const chatUuid = (chat: number): string => `bench-chat-${chat}`
 export const widgetOf = (chat: number): string => WIDGETS[chat % WIDGETS.length] as string
@@ -43,7 +43,7 @@ export function fanoutWorkload (clients: number, messages: number): Workload {
 }
 
 /** Sources of console `index`: a quarter each sees everything, some widgets, some departments, both. */
-function consoleSources (index: number): { widgets?: string[], departments?: number[] } {
+export function consoleSources (index: number): { widgets?: string[], departments?: number[] } {
   const widget = WIDGETS[index % WIDGETS.length] as string
   const department = (index % DEPARTMENTS) + 1
   switch (index % 4) {

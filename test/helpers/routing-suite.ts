@@ -128,23 +128,33 @@ export function routingSuite (t: Test, makeCluster: (t: Test) => Promise<Cluster
     })
   }
 
-  t.test('system message reaches only the role it names, and never a console', async (t) => {
-    const chat = randomUUID()
-    const customerA = await customer(uniqueId(), chat)
-    const operatorA = await operatorInChat(uniqueId(), chat)
-    const console1 = await console_(uniqueId())
-
-    const forCustomer = messageOf(chatOf(chat), { type: 'system', type_role: 'user', user: null })
-    const forOperator = messageOf(chatOf(chat), { type: 'system', type_role: 'operator', user: null })
-    await post('/message', { message: forCustomer })
-    await post('/message', { message: forOperator })
-    await customerA.waitFor(messageWithId(forCustomer.id))
-    await operatorA.waitFor(messageWithId(forOperator.id))
-    await barrier([customerA, operatorA, console1])
-    none(t, customerA, messageWithId(forOperator.id), 'a system message for operators')
-    none(t, operatorA, messageWithId(forCustomer.id), 'a system message for customers')
-    none(t, console1, (f) => messageWithId(forCustomer.id)(f) || messageWithId(forOperator.id)(f), 'system messages')
-  })
+  // A system message, and then its deletion, reach only the role it names, never a console.
+  const systemCases = [
+    { title: 'system message reaches only the role it names, and never a console', what: 'a system message', deletes: false, seen: messageWithId },
+    { title: 'message_deleted of a system message reaches only the role it named, never a console', what: 'the deletion of a system message', deletes: true, seen: (id: unknown) => (frame: Frame): boolean => frame.type === 'message_deleted' && frame.data?.message?.id === id }
+  ]
+  for (const { title, what, deletes, seen } of systemCases) {
+    t.test(title, async (t) => {
+      const chat = randomUUID()
+      const customerA = await customer(uniqueId(), chat)
+      const operatorA = await operatorInChat(uniqueId(), chat)
+      const console1 = await console_(uniqueId())
+      const forCustomer = messageOf(chatOf(chat), { type: 'system', type_role: 'user', user: null })
+      const forOperator = messageOf(chatOf(chat), { type: 'system', type_role: 'operator', user: null })
+      await post('/message', { message: forCustomer })
+      await post('/message', { message: forOperator })
+      if (deletes) {
+        await post('/message', { message: forCustomer, event: 'message_deleted' })
+        await post('/message', { message: forOperator, event: 'message_deleted' })
+      }
+      await customerA.waitFor(seen(forCustomer.id), 3000, `${what} for customers`)
+      await operatorA.waitFor(seen(forOperator.id), 3000, `${what} for operators`)
+      await barrier([customerA, operatorA, console1])
+      none(t, customerA, seen(forOperator.id), `${what} for operators`)
+      none(t, operatorA, seen(forCustomer.id), `${what} for customers`)
+      none(t, console1, (f) => seen(forCustomer.id)(f) || seen(forOperator.id)(f), what)
+    })
+  }
 
   t.test('note reaches operators in the chat and not the customer nor consoles', async (t) => {
     const chat = randomUUID()
@@ -294,23 +304,6 @@ export function routingSuite (t: Test, makeCluster: (t: Test) => Promise<Cluster
       for (const outsider of [customerB, otherWidget, otherDepartment]) none(t, outsider, deletionOf(message.id), 'the deletion of another chat or scope')
     })
   }
-
-  t.test('message_deleted of a system message reaches only the role it named, never a console', async (t) => {
-    const chat = randomUUID()
-    const customerA = await customer(uniqueId(), chat)
-    const operatorA = await operatorInChat(uniqueId(), chat)
-    const console1 = await console_(uniqueId())
-    const forCustomer = messageOf(chatOf(chat), { type: 'system', type_role: 'user', user: null })
-    const forOperator = messageOf(chatOf(chat), { type: 'system', type_role: 'operator', user: null })
-    await post('/message', deleted(forCustomer))
-    await post('/message', deleted(forOperator))
-    await customerA.waitFor(deletionOf(forCustomer.id), 3000, 'the deletion of its system message')
-    await operatorA.waitFor(deletionOf(forOperator.id), 3000, 'the deletion of its system message')
-    await barrier([customerA, operatorA, console1])
-    none(t, customerA, deletionOf(forOperator.id), 'the deletion of an operator-only system message')
-    none(t, operatorA, deletionOf(forCustomer.id), 'the deletion of a customer-only system message')
-    none(t, console1, (f) => deletionOf(forCustomer.id)(f) || deletionOf(forOperator.id)(f), 'the deletion of system messages')
-  })
 
   t.test('message_deleted of a note reaches operators in the chat, never the customer nor consoles', async (t) => {
     const chat = randomUUID()
