@@ -1,10 +1,12 @@
-import { randomBytes } from 'node:crypto'
 import type { LatencySummary } from './messages.js'
 import { rssBytes, totalCpuSeconds } from './proc.js'
+import { API_TOKEN, JWT_SECRET, relayEnv } from './relay-env.js'
 import {
   currentRuntime, DriverProcess, InProcessDriver, startRedis, startServer, stop, type DriverLink, type RedisProcess, type Runtime, type ServerProcess
 } from './processes.js'
 import type { DriverAnswer, PostPlan } from './messages.js'
+import { runStorm } from './storm.js'
+import type { StormResult } from './storm-tally.js'
 import { clientCount, scenario, scenarioCases, systemsFor, WIRE, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
 
 /**
@@ -52,10 +54,9 @@ export interface CaseResult {
   /** Set when the case could not run; the other fields are then zero. */
   error?: string
   rate?: number
+  /** (f): the reconnect storm's own figures (bench/storm.ts). */
+  storm?: StormResult
 }
-
-const API_TOKEN = `bench-${randomBytes(8).toString('hex')}`
-const JWT_SECRET = randomBytes(24).toString('base64url')
 
 interface Cluster {
   servers: ServerProcess[]
@@ -94,23 +95,7 @@ class Bench {
     }
     const script = system === 'relay' ? this.script('../server') : this.script(system === 'socketio' ? './servers/socketio' : './servers/raw-ws')
     if (system === 'wsCorked') env.CORK_PER_TURN = '1'
-    if (system === 'relay') {
-      Object.assign(env, {
-        NODE_ENV: 'production',
-        HOST: '127.0.0.1',
-        API_TOKEN,
-        JWT_SECRET,
-        LOG_LEVEL: 'warn',
-        REDIS_PREFIX: `bench-${randomBytes(4).toString('hex')}:`,
-        DRAIN_WINDOW_MS: '0',
-        SHUTDOWN_TIMEOUT_MS: '5000',
-        // Every bench client is a user of its own (workload.ts), so MAX_SOCKETS_PER_USER's default holds;
-        // the per-address and total caps stay off whatever the caller's environment says: (g) opens
-        // 50,000 sockets from four loopback addresses.
-        MAX_CONNECTIONS_PER_IP: '0',
-        MAX_CONNECTIONS: '0'
-      })
-    }
+    if (system === 'relay') Object.assign(env, relayEnv())
     const flags = [
       ...(memory ? ['--expose-gc', '--import', this.script('./servers/gc-on-signal').href] : []),
       ...(system === 'relay' && this.options.profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${this.options.profileDir}`] : [])
@@ -353,6 +338,10 @@ export async function runBench (options: BenchOptions, log: (line: string) => vo
   const results: CaseResult[] = []
   try {
     for (const name of options.scenarios) {
+      if (name === 'f') {
+        results.push(...await runStorm(options, log))
+        continue
+      }
       let rate = options.rate
       const systems = [...systemsFor(name, options)]
       if (name === 'c' && systems.includes('ws')) {

@@ -1,5 +1,6 @@
 import type { CaseResult } from './bench.js'
 import { SYSTEM_LABEL, type ScenarioName, type SystemName } from './scenarios.js'
+import { stormTable } from './storm-report.js'
 
 /** Markdown tables of a run, and the relay's ratios to its peers checked against the issue's targets. */
 
@@ -152,6 +153,7 @@ const CHECKS: Record<ScenarioName, Array<[string, Check | undefined, Check | und
     ['heap bytes per idle connection', plainRatio('heapBytesPerConnection'), plainRatio('heapBytesPerConnection'), plainRatio('heapBytesPerConnection')]],
   e: [['server CPU per delivery', plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery'), plainRatio('cpuMicrosPerDelivery')],
     ['deliveries/s', plainRatio('deliveriesPerSecond'), plainRatio('deliveriesPerSecond'), plainRatio('deliveriesPerSecond')]],
+  f: [],
   g: [['connect time', plainRatio('connectSeconds'), plainRatio('connectSeconds'), plainRatio('connectSeconds')],
     ['server CPU per connect', plainRatio('cpuMicrosPerConnect'), plainRatio('cpuMicrosPerConnect'), plainRatio('cpuMicrosPerConnect')],
     ['RSS per socket', plainRatio('bytesPerConnection'), plainRatio('bytesPerConnection'), plainRatio('bytesPerConnection')],
@@ -186,6 +188,10 @@ export function markdown (results: CaseResult[]): string {
   const names = [...new Set(results.map((result) => result.scenario))]
   for (const name of names) {
     const rows = results.filter((result) => result.scenario === name)
+    if (name === 'f') {
+      sections.push([`### ${(rows[0] as CaseResult).title}`, '', ...stormTable(rows)].join('\n'))
+      continue
+    }
     // (c) keeps the last rate tried per system; (h)'s two cases are both the relay's.
     const final = name === 'h' ? rows : rows.filter((result, index) => !rows.slice(index + 1).some((later) => later.system === result.system))
     const title = (final.find((result) => result.system === 'relay') ?? final[0] as CaseResult).title

@@ -11,7 +11,7 @@ import { DEFAULT_OPTIONS, DEFAULT_SYSTEMS, type BenchOptions, type ScenarioName 
  */
 const numeric = ['fanout-clients', 'fanout-messages', 'rate-clients', 'rate', 'rate-seconds', 'idle-clients', 'mix-chats',
   'mix-consoles', 'mix-messages', 'mix-nodes', 'scale-clients', 'scale-seconds', 'scale-drivers', 'scale-addresses', 'ingest-messages',
-  'ingest-batch', 'inflight', 'sample-every',
+  'ingest-batch', 'storm-clients', 'storm-chats', 'storm-rate', 'storm-drain-ms', 'storm-warmup-seconds', 'storm-tail-seconds', 'inflight', 'sample-every',
   'connect-concurrency', 'connect-phases', 'drain-idle-ms', 'idle-settle-ms'] as const
 
 const { values } = parseArgs({
@@ -32,9 +32,10 @@ const camel = (name: string): string => name.replace(/-(\w)/g, (_, letter: strin
 if (values.help === true) {
   const defaults = numeric.map((name) => `  --${name} ${String(DEFAULT_OPTIONS[camel(name) as keyof BenchOptions])}`)
   process.stdout.write([
-    'npm run bench -- [--scenarios a,b,c,d,e,g,h] [--systems relay,socketio,ws,wsCorked] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]',
-    `  scenarios by default: ${DEFAULT_OPTIONS.scenarios.join(',')}; (g), ${DEFAULT_OPTIONS.scaleClients} sockets on one node, only with --scenarios g`,
-    `  systems by default: ${DEFAULT_SYSTEMS.a.join(',')}; in (g) ${DEFAULT_SYSTEMS.g.join(',')}; (h), batch ingest, runs the relay only`,
+    'npm run bench -- [--scenarios a,b,c,d,e,f,g,h] [--systems relay,socketio,ws,wsCorked] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]',
+    `  scenarios by default: ${DEFAULT_OPTIONS.scenarios.join(',')}; (g), ${DEFAULT_OPTIONS.scaleClients} sockets on one node, only with --scenarios g;`,
+    `  (f), a reconnect storm of ${DEFAULT_OPTIONS.stormClients} sockets from a drained node to another (about 2 min), only with --scenarios f`,
+    `  systems by default: ${DEFAULT_SYSTEMS.a.join(',')}; in (f) ${DEFAULT_SYSTEMS.f.join(',')}; in (g) ${DEFAULT_SYSTEMS.g.join(',')}; (h), batch ingest, runs the relay only`,
     '  (g) needs `ulimit -Hn` ≥ --scale-clients + 200 in the relay and raw ws servers; the bench raises it only where it may (CAP_SYS_RESOURCE)',
     ...defaults, ''
   ].join('\n'))
@@ -68,6 +69,7 @@ const scale = options.scenarios.includes('g')
 const largest = Math.max(
   options.scenarios.includes('d') ? options.idleClients : 0,
   options.scenarios.includes('c') ? options.rateClients : 0,
+  options.scenarios.includes('f') ? options.stormClients : 0,
   scale ? options.scaleClients : 0,
   options.fanoutClients,
   options.mixChats * 2 + options.mixConsoles

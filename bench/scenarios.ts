@@ -2,7 +2,7 @@ import type { PostPlan, WorkloadSpec } from './messages.js'
 import type { WireProtocol } from './ws-client.js'
 
 export type SystemName = 'relay' | 'socketio' | 'ws' | 'wsCorked'
-export type ScenarioName = 'a' | 'b' | 'c' | 'd' | 'e' | 'g' | 'h'
+export type ScenarioName = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h'
 
 export const SYSTEM_LABEL: Record<SystemName, string> = {
   relay: 'relay',
@@ -21,6 +21,8 @@ export const DEFAULT_SYSTEMS: Record<ScenarioName, SystemName[]> = {
   c: ['relay', 'socketio', 'ws', 'wsCorked'],
   d: ['relay', 'socketio', 'ws', 'wsCorked'],
   e: ['relay', 'socketio', 'ws', 'wsCorked'],
+  // Recovery across nodes: raw ws has none to compare.
+  f: ['relay', 'socketio'],
   g: ['relay', 'ws'],
   // Batch ingest is the relay's own route: the peers have nothing to compare.
   h: ['relay']
@@ -51,6 +53,19 @@ export interface BenchOptions {
   connectConcurrency: number
   /** Connection rounds, alternating prober and counter, so samplers sit all along the fan-out order. */
   connectPhases: number
+  /** (f): customer sockets on node A, spread over `stormChats` chats (client i in chat i mod chats). */
+  stormClients: number
+  stormChats: number
+  /** (f): messages per second to the clients' chats, POSTed to node B all along. */
+  stormRate: number
+  /** (f): node A's drain window (DRAIN_WINDOW_MS): its sockets are closed spread over it. */
+  stormDrainMs: number
+  /**
+   * (f): posting before node A gets SIGTERM (by default a round over every chat, 250 / 20 per s, and a
+   * second: every client holds a stream offset before the storm), and after every client is back on B.
+   */
+  stormWarmupSeconds: number
+  stormTailSeconds: number
   /** (g): sockets on one node, one message a second to all of them for `scaleSeconds`. */
   scaleClients: number
   scaleSeconds: number
@@ -75,6 +90,7 @@ export interface BenchOptions {
 
 export const DEFAULT_OPTIONS: BenchOptions = {
   // (g) holds 50,000 sockets for minutes on a shared machine: only when asked for (`--scenarios g`).
+  // (f) takes about two minutes for its two systems (5,000 sockets connected twice each): only when asked for.
   scenarios: ['a', 'b', 'c', 'd', 'e', 'h'],
   fanoutClients: 1000,
   fanoutMessages: 2000,
@@ -91,6 +107,12 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   sampleEvery: 20,
   connectConcurrency: 50,
   connectPhases: 10,
+  stormClients: 5000,
+  stormChats: 250,
+  stormRate: 20,
+  stormDrainMs: 5000,
+  stormWarmupSeconds: 14,
+  stormTailSeconds: 5,
   scaleClients: 50_000,
   scaleSeconds: 30,
   scaleDrivers: 4,
@@ -114,6 +136,7 @@ export interface Scenario {
 
 export function systemsFor (name: ScenarioName, options: BenchOptions): SystemName[] {
   if (name === 'h') return DEFAULT_SYSTEMS.h
+  if (name === 'f') return (options.systems ?? DEFAULT_SYSTEMS.f).filter((system) => DEFAULT_SYSTEMS.f.includes(system))
   return options.systems ?? DEFAULT_SYSTEMS[name]
 }
 
@@ -143,6 +166,15 @@ export function scenario (name: ScenarioName, options: BenchOptions, rate = opti
         nodes: options.mixNodes,
         workload: { kind: 'mix', chats: options.mixChats, consoles: options.mixConsoles, messages: options.mixMessages },
         plan: burst
+      }
+    case 'f':
+      // Run by bench/storm.ts, which reads the sizes from the options; the workload here only counts the sockets.
+      return {
+        name,
+        title: `(f) reconnect storm: ${options.stormClients} customer sockets in ${options.stormChats} chats on node A, ${options.stormRate} messages/s ` +
+          `to their chats through node B; A drained over ${options.stormDrainMs} ms, every client back on B with its position, 2 nodes through one Redis`,
+        nodes: 2,
+        workload: { kind: 'fanout', clients: options.stormClients, messages: 0 }
       }
     case 'g':
       // Consoles without sources and a standard message: the relay routes it through one index (every

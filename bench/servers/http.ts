@@ -40,10 +40,10 @@ export async function listen (server: Server, port: number): Promise<void> {
   })
 }
 
-/** Exits 0 on SIGTERM/SIGINT after `close`, or 1 if it takes over 5 s. */
-export function exitOnSignal (close: () => Promise<void>): void {
+/** Exits 0 on SIGTERM/SIGINT after `close`, or 1 if it takes over `boundMs`. */
+export function exitOnSignal (close: () => Promise<void>, boundMs = 5000): void {
   const stop = (): void => {
-    setTimeout(() => process.exit(1), 5000).unref()
+    setTimeout(() => process.exit(1), boundMs).unref()
     close().then(() => process.exit(0), () => process.exit(1))
   }
   process.once('SIGTERM', stop)
