@@ -147,14 +147,19 @@ export class SocketIoStormClient implements StormClient {
       socket.once('connect', () => resolve(undefined))
       socket.once('connect_error', (error) => resolve(`connect error: ${error.message}`))
     })
+    // socket.io-client also says `disconnect` when a connection ends before its connect ack: tell the two apart.
+    let connected = false
     socket.on('connect', () => {
+      connected = true
       if (Number.isNaN(this.ledger.closedAt) || !Number.isNaN(this.ledger.reconnectedAt)) return
       this.ledger.reconnectedAt = wallClock()
       this.ledger.recovered = socket.recovered
     })
     socket.on('disconnect', (reason) => {
+      const wasConnected = connected
+      connected = false
       if (!Number.isNaN(this.ledger.closedAt)) {
-        this.ledger.closedAgain(`${reason} on node B`)
+        this.ledger.closedAgain(`${reason} ${wasConnected ? 'on node B' : 'before connected'}`)
         return
       }
       this.ledger.closedAt = wallClock()

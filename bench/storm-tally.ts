@@ -164,8 +164,8 @@ export interface StormResult extends StormFigures {
   rate: number
   drainWindowMs: number
   postErrors: number
-  /** How long the clients had to come back; past it the case goes on without the missing ones. */
-  reconnectDeadlineSeconds: number
+  /** Until the driver settled: a client not back by then never came back in this run. */
+  secondsObserved: number
   /** Until the last client's first connect on node B. */
   secondsToReconnect: number
   /** Until the last client caught up (see tally). */

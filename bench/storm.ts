@@ -145,6 +145,7 @@ class StormCase {
     const posted = await link.ask({ op: 'post-stop' }, 'posted')
     if (posted.errors > 0) log(`  ${system}: ${posted.errors} POSTs failed (${posted.firstError ?? '?'})`)
     const { figures } = await link.ask({ op: 'settle', idleMs: options.drainIdleMs, deadlineMs: 60_000 }, 'settled')
+    const settledAt = wallClock()
     const redisCpu = await redisCpuSeconds(this.info) - redisBefore
     const since = (at: number): number => (at - sigtermAt) / 1000
     return {
@@ -153,7 +154,7 @@ class StormCase {
       rate: options.stormRate,
       drainWindowMs: options.stormDrainMs,
       postErrors: posted.errors,
-      reconnectDeadlineSeconds: RECONNECT_DEADLINE_MS / 1000,
+      secondsObserved: since(settledAt),
       secondsToReconnect: since(figures.lastReconnectedAt),
       secondsToCatchUp: since(figures.lastCaughtUpAt),
       secondsToExit: since(exitedAt),
