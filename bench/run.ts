@@ -34,7 +34,7 @@ if (values.help === true) {
   process.stdout.write([
     'npm run bench -- [--scenarios a,b,c,d,e,f,g,h] [--systems relay,socketio,ws,wsCorked] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]',
     `  scenarios by default: ${DEFAULT_OPTIONS.scenarios.join(',')}; (g), ${DEFAULT_OPTIONS.scaleClients} sockets on one node, only with --scenarios g;`,
-    `  (f), a reconnect storm of ${DEFAULT_OPTIONS.stormClients} sockets from a drained node to another (about 2 min), only with --scenarios f`,
+    `  (f), a reconnect storm of ${DEFAULT_OPTIONS.stormClients} sockets from a drained node to another (2–4 min), only with --scenarios f`,
     `  systems by default: ${DEFAULT_SYSTEMS.a.join(',')}; in (f) ${DEFAULT_SYSTEMS.f.join(',')}; in (g) ${DEFAULT_SYSTEMS.g.join(',')}; (h), batch ingest, runs the relay only`,
     '  (g) needs `ulimit -Hn` ≥ --scale-clients + 200 in the relay and raw ws servers; the bench raises it only where it may (CAP_SYS_RESOURCE)',
     ...defaults, ''

@@ -90,7 +90,7 @@ export interface BenchOptions {
 
 export const DEFAULT_OPTIONS: BenchOptions = {
   // (g) holds 50,000 sockets for minutes on a shared machine: only when asked for (`--scenarios g`).
-  // (f) takes about two minutes for its two systems (5,000 sockets connected twice each): only when asked for.
+  // (f) takes two to four minutes for its two systems (5,000 sockets connected twice each): only when asked for.
   scenarios: ['a', 'b', 'c', 'd', 'e', 'h'],
   fanoutClients: 1000,
   fanoutMessages: 2000,
