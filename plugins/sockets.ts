@@ -21,7 +21,7 @@ export default fp(async (app) => {
   const webhook = config.WEBHOOK_URL === undefined
     ? null
     : new Webhook(config.WEBHOOK_URL, config.WEBHOOK_TOKEN, config.WEBHOOK_TIMEOUT_MS, metrics)
-  const hub = new Hub(bus, metrics, log)
+  const hub = new Hub(bus, metrics, log, { readLimit: config.REPLAY_LIMIT, closeWindowMs: config.DRAIN_WINDOW_MS })
   if (!hub.writer.fastPath) {
     log.warn({ ws: installedWsVersion(), fastPathWs: FAST_PATH_WS_VERSION }, 'ws is not the pinned release: frames go through ws.send (slower, still correct)')
   }
@@ -33,6 +33,8 @@ export default fp(async (app) => {
     allowedOrigins: config.allowedOrigins,
     pingIntervalMs: config.PING_INTERVAL_MS,
     maxConnectionsPerIp: config.MAX_CONNECTIONS_PER_IP,
+    replayLimit: config.REPLAY_LIMIT,
+    historySize: config.HISTORY_SIZE,
     limits: {
       maxBufferedBytes: config.MAX_BUFFERED_BYTES,
       ratePerSecond: config.RATE_LIMIT_PER_SEC,

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Bus } from '../src/stores/bus.js'
+import { defaultRetention, type Bus, type StreamRetention } from '../src/stores/bus.js'
 import { MemoryBus } from '../src/stores/bus-memory.js'
 import { RedisBus } from '../src/stores/bus-redis.js'
 import type { ChatLog } from '../src/stores/chat-log.js'
@@ -46,12 +46,14 @@ function redisStores (app: FastifyInstance, url: string): OpenedStores {
   const subscriber = createRedisClient(url, { ...options, role: 'subscribe' })
   const nodeId = randomUUID()
   log.info({ nodeId, prefix: config.REDIS_PREFIX }, 'redis bus: connecting in the background')
-  // Settle one retry interval (plus a margin) after a reconnect: every node has resubscribed by then.
+  // Without history, settle one retry interval (plus a margin) after a reconnect: every node has
+  // resubscribed by then. With it, a node repairs from the streams what it missed while resubscribing.
   const bus = new RedisBus({
     publisher,
     subscriber,
     prefix: config.REDIS_PREFIX,
-    settleMs: config.REDIS_RETRY_MAX_MS + 500,
+    retention: retentionOf(config),
+    settleMs: config.HISTORY_SIZE > 0 ? 0 : config.REDIS_RETRY_MAX_MS + 500,
     pingIntervalMs: config.PRESENCE_HEARTBEAT_MS,
     log
   })
@@ -83,8 +85,12 @@ function chatLogBounds (config: FastifyInstance['config']): { messagesPerChat: n
   return { messagesPerChat: config.CHAT_LOG_PER_CHAT, maxBytes: config.CHAT_LOG_MAX_BYTES, typingPerSecond: config.TYPING_PER_SEC }
 }
 
+function retentionOf (config: FastifyInstance['config']): StreamRetention {
+  return { ...defaultRetention, size: config.HISTORY_SIZE, ttlSeconds: config.HISTORY_TTL_S }
+}
+
 function memoryStores (app: FastifyInstance): OpenedStores {
-  const bus = new MemoryBus()
+  const bus = new MemoryBus({ ...retentionOf(app.config), maxHistoryBytes: app.config.HISTORY_MAX_BYTES })
   const presence = new MemoryPresence({
     bus,
     packets: presencePackets,

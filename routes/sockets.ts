@@ -9,12 +9,15 @@ function socketRequest (request: FastifyRequest): SocketRequest {
   const bearer = typeof authorization === 'string' && /^Bearer\s+/i.test(authorization)
     ? authorization.replace(/^Bearer\s+/i, '').trim()
     : undefined
-  return {
+  const socketRequest: SocketRequest = {
     token: typeof query.token === 'string' ? query.token : bearer,
     origin: request.headers.origin,
     requestedChat: typeof query.chat === 'string' ? query.chat : undefined,
     address: request.ip
   }
+  if (typeof query.since === 'string') socketRequest.since = query.since
+  if (typeof query.history === 'string') socketRequest.history = query.history
+  return socketRequest
 }
 
 /**

@@ -66,9 +66,11 @@ export class ClientEvents {
       connection.sendFrame({ type: 'message_not_added', data: answer })
     }
     try {
-      const event: MessageEvent | undefined = this.webhook === null
-        ? await this.createMessage(connection, frame)
-        : await this.forwarded(connection, frame, 'message_added')
+      if (this.webhook === null) {
+        await this.publisher.publish(await this.createMessage(connection, frame), 'send_message', true)
+        return
+      }
+      const event = await this.forwarded(connection, frame, 'message_added')
       if (event !== undefined) await this.publisher.publish(event, 'send_message')
     } catch (error) {
       if (error instanceof WebhookError) return notAdded(error.reason)
@@ -77,22 +79,24 @@ export class ClientEvents {
     }
   }
 
-  /** A message made by the relay; consoles see it by the chat's remembered scope (unknown: unfiltered only). */
+  /**
+   * A message made by the relay (numbered when published); consoles see it by the chat's remembered scope
+   * (unknown: unfiltered only).
+   */
   private async createMessage (connection: Connection, frame: SendMessage): Promise<MessageEvent> {
     const chatUuid = this.chatUuid(connection)
-    const index = await this.chatLog.nextIndex(chatUuid)
     const scope = await this.chatLog.scopeOf(chatUuid)
     const chat: Message['chat'] = { uuid: chatUuid }
     if (scope.widget !== undefined) chat.widget = { source: scope.widget }
     if (scope.department !== undefined) chat.department = { id: scope.department }
     const message: Message = {
-      id: index,
+      id: 0,
       type: 'standard',
       type_role: connection.attributes.role,
       status: 'new',
       text: frame.data.text,
       send_time: isoWithOffset(),
-      message_index: index,
+      message_index: 0,
       chat,
       user: connection.user,
       attachments: (frame.data.attachments ?? []).map((uuid) => ({ uuid }))

@@ -38,7 +38,11 @@ export const EnvSchema = Type.Object({
   CLIENT_QUEUE_MAX: Type.Integer({ minimum: 1, default: 16, description: 'client events of one socket waiting to be handled; the next frame is rate_limited' }),
   CHAT_LOG_PER_CHAT: Type.Integer({ minimum: 1, default: 200, description: 'messages remembered per chat (standalone mode)' }),
   CHAT_LOG_MAX_BYTES: Type.Integer({ minimum: 65536, default: 67108864, description: 'bytes of remembered messages over all chats (standalone mode); the least recently active chats go first' }),
-  IDEMPOTENCY_TTL_S: Type.Integer({ minimum: 1, default: 300, description: 'how long the answer to a request with Idempotency-Key is kept and replayed to its repeats' })
+  IDEMPOTENCY_TTL_S: Type.Integer({ minimum: 1, default: 300, description: 'how long the answer to a request with Idempotency-Key is kept and replayed to its repeats' }),
+  HISTORY_SIZE: Type.Integer({ minimum: 0, maximum: 10000, default: 100, description: 'durable events kept per stream for recovery and history; 0 turns recovery off' }),
+  HISTORY_TTL_S: Type.Integer({ minimum: 1, default: 600, description: 'the history of a stream with no new event expires after this' }),
+  HISTORY_MAX_BYTES: Type.Integer({ minimum: 65536, default: 67108864, description: 'bytes of history over all streams on the embedded bus (Redis is bounded by its maxmemory); the least recently written streams go first' }),
+  REPLAY_LIMIT: Type.Integer({ minimum: 1, default: 300, description: 'most missed events per stream a reconnect (since) or a node repair reads back; more: recovered false, or the sockets reconnect' })
 })
 
 export type Env = Static<typeof EnvSchema>

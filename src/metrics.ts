@@ -19,7 +19,7 @@ export function createMetrics (options: { defaults?: boolean } = {}) {
     eventsAccepted: new Counter({ name: 'relay_events_accepted_total', help: 'Events published to the bus, by route or client event', labelNames: ['source'] as const, registers }),
     eventsRejected: new Counter({ name: 'relay_events_rejected_total', help: 'Events refused because the bus was unavailable', labelNames: ['source'] as const, registers }),
     framesSent: new Counter({ name: 'relay_frames_sent_total', help: 'Frames written to sockets by fan-out (replies such as connected and error are not counted)', registers }),
-    framesDropped: new Counter({ name: 'relay_frames_dropped_total', help: 'Frames not written, by reason (slow_consumer: the socket passed MAX_BUFFERED_BYTES and was closed with 1013; closing: the socket was already closing)', labelNames: ['reason'] as const, registers }),
+    framesDropped: new Counter({ name: 'relay_frames_dropped_total', help: 'Frames not written, by reason (slow_consumer: the socket passed MAX_BUFFERED_BYTES and was closed with 1013; closing: the socket was already closing; stream_broken: a stream it reads could not be repaired and it is being closed with 1012, its client recovers them with since)', labelNames: ['reason'] as const, registers }),
     slowConsumers: new Counter({ name: 'relay_slow_consumers_total', help: 'Sockets closed with 1013 because their send buffer overflowed', registers }),
     fanoutSeconds: new Histogram({
       name: 'relay_fanout_seconds',
@@ -39,6 +39,11 @@ export function createMetrics (options: { defaults?: boolean } = {}) {
     clientEventsDropped: new Counter({ name: 'relay_client_events_dropped_total', help: 'Client events never handled, by reason (socket_closed: the socket went before its turn came; queue_full: CLIENT_QUEUE_MAX events were waiting)', labelNames: ['reason'] as const, registers }),
     socketsRefused: new Counter({ name: 'relay_sockets_refused_total', help: 'Sockets refused before connected, by reason', labelNames: ['reason'] as const, registers }),
     idempotentReplays: new Counter({ name: 'relay_idempotent_replays_total', help: 'Requests with a repeated Idempotency-Key answered with the stored answer (nothing published), by route', labelNames: ['route'] as const, registers }),
+    streamRepairs: new Counter({ name: 'relay_stream_repairs_total', help: 'Gaps in a stream this node found (after a resubscription or an offset jump), by outcome (repaired: read back and delivered in order; closed: unrepairable, its sockets closed with 1012)', labelNames: ['outcome'] as const, registers }),
+    repairCloses: new Counter({ name: 'relay_stream_repair_closes_total', help: 'Sockets closed with 1012 because a stream they read could not be repaired', registers }),
+    recoveries: new Counter({ name: 'relay_recoveries_total', help: 'Sockets that asked to recover (since), by outcome (recovered, not_recovered)', labelNames: ['outcome'] as const, registers }),
+    replayedFrames: new Counter({ name: 'relay_replayed_frames_total', help: 'Durable frames sent from the streams on connect (since and history)', registers }),
+    chatLogFailures: new Counter({ name: 'relay_chat_log_failures_total', help: 'Relay-made messages published but not remembered for marks (a mark of one answers message_not_found)', registers }),
     idempotencyFailures: new Counter({ name: 'relay_idempotency_failures_total', help: 'Idempotency records Redis did not take after the answer was decided (renew, complete, release), by operation', labelNames: ['operation'] as const, registers })
   }
 }

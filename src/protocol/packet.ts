@@ -13,6 +13,11 @@ export interface Packet {
   audience: Audience
   /** When the accepting node took the event (ms since epoch), for the fan-out histogram. */
   acceptedAt: number
+  /** A durable event's place in its stream (the topic it came on); absent on ephemeral events. */
+  epoch?: string
+  offset?: number
+  /** The stream it came from (the topic), set by the hub. */
+  stream?: string
   /** The JSON payload of the frame. */
   frame: Buffer
   /** The whole WebSocket frame (header + payload), ready for the socket. */
@@ -20,7 +25,7 @@ export interface Packet {
 }
 
 /** A frame as the hub hands it to sockets: the JSON payload and the same frame ready for the wire. */
-export type Outbound = Pick<Packet, 'frame' | 'wire'>
+export type Outbound = Pick<Packet, 'frame' | 'wire' | 'stream' | 'offset'>
 
 export class PacketError extends Error {
   override name = 'PacketError'
@@ -45,8 +50,11 @@ function writeHeader (target: Buffer, offset: number, payloadLength: number): vo
 }
 
 export function encodePacket (delivery: Delivery, acceptedAt: number): Buffer {
-  const routing = JSON.stringify({ t: acceptedAt, a: delivery.audience })
-  const payload = JSON.stringify(delivery.frame)
+  return packetOf(JSON.stringify({ t: acceptedAt, a: delivery.audience }), JSON.stringify(delivery.frame))
+}
+
+/** The routing header line, then the payload framed as one WebSocket text frame. */
+function packetOf (routing: string, payload: string): Buffer {
   const routingBytes = Buffer.byteLength(routing)
   const payloadBytes = Buffer.byteLength(payload)
   const frameStart = routingBytes + 1
@@ -59,12 +67,37 @@ export function encodePacket (delivery: Delivery, acceptedAt: number): Buffer {
   return packet
 }
 
+/**
+ * A durable event before its stream numbered it: the routing header and the frame's JSON, each without
+ * its closing brace. The stream's store appends `,"e":…,"o":…}` to the one and `,"stream":…,"offset":…}`
+ * to the other and frames the result (`durablePacket` here, the same bytes in Lua on Redis), so the
+ * offset sits in the bytes every receiver slices, framed once per event and stream.
+ */
+export interface DurableParts {
+  routingHead: string
+  payloadHead: string
+}
+
+export function durableParts (delivery: Delivery, acceptedAt: number): DurableParts {
+  const routing = JSON.stringify({ t: acceptedAt, a: delivery.audience })
+  const payload = JSON.stringify(delivery.frame)
+  return { routingHead: routing.slice(0, -1), payloadHead: payload.slice(0, -1) }
+}
+
+/** Epochs are made of these characters only, so they need no escaping in JSON or Lua. */
+export const EPOCH_PATTERN = /^[0-9a-z]{1,32}$/
+
+/** `streamJson` is the stream's name as a JSON string. See DurableParts. */
+export function durablePacket (routingHead: string, payloadHead: string, streamJson: string, epoch: string, offset: number): Buffer {
+  return packetOf(`${routingHead},"e":"${epoch}","o":${offset}}`, `${payloadHead},"stream":${streamJson},"offset":${offset}}`)
+}
+
 export function decodePacket (bytes: Buffer): Packet {
   const split = bytes.indexOf(NEWLINE)
   if (split < 0) throw new PacketError('packet without routing header')
-  let header: { t?: unknown, a?: unknown }
+  let header: { t?: unknown, a?: unknown, e?: unknown, o?: unknown }
   try {
-    header = JSON.parse(bytes.toString('utf8', 0, split)) as { t?: unknown, a?: unknown }
+    header = JSON.parse(bytes.toString('utf8', 0, split)) as typeof header
   } catch {
     throw new PacketError('routing header is not JSON')
   }
@@ -83,5 +116,13 @@ export function decodePacket (bytes: Buffer): Packet {
     ? length7
     : length7 === 126 ? wire.readUInt16BE(2) : wire.readUInt32BE(2) * 2 ** 32 + wire.readUInt32BE(6)
   if (wire.length !== payloadStart + payloadLength) throw new PacketError('frame length does not match the packet')
-  return { audience, acceptedAt: header.t, frame: wire.subarray(payloadStart), wire }
+  const packet: Packet = { audience, acceptedAt: header.t, frame: wire.subarray(payloadStart), wire }
+  if (header.o !== undefined) {
+    if (typeof header.e !== 'string' || typeof header.o !== 'number' || !Number.isSafeInteger(header.o) || header.o < 1) {
+      throw new PacketError('durable packet without epoch and offset')
+    }
+    packet.epoch = header.e
+    packet.offset = header.o
+  }
+  return packet
 }

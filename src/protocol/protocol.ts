@@ -154,11 +154,21 @@ export type ClientFrame = Static<typeof SendMessageFrame> | Static<typeof MarkMe
 
 const ChatRef = Type.Object({ uuid: Type.String() }, open)
 
+/** A stream's epoch and an offset in it (SPEC Recovery). */
+export const StreamPosition = Type.Object({
+  epoch: Type.String({ pattern: '^[0-9a-z]{1,32}$' }),
+  offset: Type.Integer({ minimum: 0 })
+})
+
 export const serverFrames = {
   connected: frame('connected', Type.Object({
     connection_id: Type.String(),
     user: User,
-    chat: Type.Optional(ChatRef)
+    chat: Type.Optional(ChatRef),
+    streams: Type.Optional(Type.Record(Type.String(), StreamPosition, {
+      description: 'every stream the socket reads, at the position it stands in once the replay (if any) is sent'
+    })),
+    recovered: Type.Optional(Type.Boolean({ description: 'present when the client sent since: true when every missed durable frame follows' }))
   })),
   message_added: frame('message_added', Type.Object({ message: Message })),
   message_updated: frame('message_updated', Type.Object({ message: Message })),

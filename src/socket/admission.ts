@@ -11,6 +11,9 @@ export interface AdmissionLogger {
 export interface SocketRequest {
   token: string | undefined
   origin: string | undefined
+  /** `since` and `history` query parameters (SPEC Recovery), as given. */
+  since?: string
+  history?: string
   /** A `chat` query parameter, if the client named one; it must match the token's claim. */
   requestedChat: string | undefined
   /** The peer's address (per-address cap). */

@@ -3,7 +3,16 @@ import WebSocket from 'ws'
 import { truncateUtf8 } from '../protocol/json.js'
 import type { ServerFrame, User } from '../protocol/protocol.js'
 import type { SocketAttributes } from '../protocol/routing.js'
-import type { SendState, Writer } from './writer.js'
+import type { StreamPosition } from '../stores/bus.js'
+import type { FrameHold, SendState, Writer } from './writer.js'
+
+/** A client's `since` (its position per stream) or `history` (last N events), as parsed on upgrade. */
+export interface RecoveryRequest {
+  since?: Record<string, StreamPosition>
+  history?: number
+  /** What was wrong with the request (sent as an `error` frame after `connected`). */
+  invalid?: string
+}
 
 export interface ConnectionLimits {
   maxBufferedBytes: number
@@ -31,6 +40,10 @@ export class Connection {
   droppedWhileClosing = 0
   /** When its token expires (ms since epoch): the socket is closed with 4401 then. */
   expiresAt = Infinity
+  /** Set while frames for it are kept instead of written (see FrameHold). */
+  hold: FrameHold | undefined
+  /** What the client asked to be sent on connect (`since`, `history`), until it is. */
+  recovery: RecoveryRequest | undefined
   /** Its presence hello (set once `connected` is sent), so its goodbye never overtakes it. */
   announced: Promise<void> | undefined
 

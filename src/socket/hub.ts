@@ -1,10 +1,24 @@
-import type { Bus } from '../stores/bus.js'
+import type { Bus, StreamPosition } from '../stores/bus.js'
 import type { Connection } from './connection.js'
 import type { Metrics } from '../metrics.js'
 import { decodePacket, type Outbound, type Packet } from '../protocol/packet.js'
+import { CloseCode } from '../protocol/protocol.js'
 import { Topic, type Audience } from '../protocol/routing.js'
-import { SocketIndex } from './socket-index.js'
-import { Writer } from './writer.js'
+import { SocketIndex, type Sockets } from './socket-index.js'
+import { StreamTracker } from './stream-tracker.js'
+import { FrameHold, Writer } from './writer.js'
+
+export interface HubOptions {
+  /** Most events a repair reads back for one stream (REPLAY_LIMIT); a bigger gap closes its sockets. */
+  readLimit?: number
+  /** Sockets of a stream that broke are closed over this window (DRAIN_WINDOW_MS), not all at once. */
+  closeWindowMs?: number
+  /** False: always write through ws.send (see Writer). */
+  fastPath?: boolean
+}
+
+/** Where each stream a socket reads stands when it is indexed: `connected.streams`. */
+export type StreamPositions = Record<string, StreamPosition>
 
 export interface HubLogger {
   info: (object: object, message: string) => void
@@ -26,12 +40,23 @@ export class Hub {
   readonly #topicRefs = new Map<string, number>()
   /** Sockets whose topics are being subscribed: indexed once they are. */
   readonly #adding = new Set<Connection>()
+  /** Removed while `add` was subscribing: `add` answers false for them, not an error. */
+  readonly #removed = new WeakSet<Connection>()
   /** Subscriptions in flight, so a second socket on the same topic waits for the same one. */
   readonly #subscribing = new Map<string, Promise<void>>()
   /** The send path of every socket of this hub; what it could not write lands in metrics and logs. */
   readonly writer: Writer
+  readonly streams: StreamTracker
+  readonly #closeWindowMs: number
 
-  constructor (readonly bus: Bus, readonly metrics: Metrics, readonly log: HubLogger, fastPath?: boolean) {
+  constructor (readonly bus: Bus, readonly metrics: Metrics, readonly log: HubLogger, options: HubOptions = {}) {
+    this.#closeWindowMs = options.closeWindowMs ?? 5000
+    this.streams = new StreamTracker(bus, {
+      deliver: (topic, packet) => this.#deliverPacket(topic, packet),
+      broken: (topic) => this.#closeReaders(topic),
+      log
+    }, metrics, options.readLimit ?? 300)
+    bus.onStateChange((state) => { if (state === 'ready') this.streams.repairAll() })
     this.writer = new Writer({
       dropped: (connection, reason) => {
         metrics.framesDropped.inc({ reason })
@@ -40,7 +65,7 @@ export class Hub {
         const { endpoint, userId } = connection.attributes
         log.warn({ endpoint, connectionId: connection.id, userId }, 'slow consumer closed')
       }
-    }, fastPath)
+    }, options.fastPath)
     bus.onPacket((topic, bytes) => this.receive(topic, bytes))
   }
 
@@ -54,15 +79,27 @@ export class Hub {
   }
 
   /**
-   * Subscribes the socket's topics, then indexes it and calls `indexed` in the same synchronous step:
-   * nothing reaches the socket before what `indexed` sends (`connected`), and nothing the bus delivers
-   * after the subscription is missed. False when the socket was removed meanwhile (not indexed).
+   * Subscribes the socket's topics and learns where their streams stand, then indexes it and calls
+   * `indexed` with those positions in the same synchronous step: nothing reaches the socket before what
+   * `indexed` sends (`connected`, or a hold), and every durable event after the positions reaches it.
+   * False when the socket was removed meanwhile (not indexed); rejects when a position could not be read.
    */
-  async add (connection: Connection, indexed: () => void): Promise<boolean> {
+  async add (connection: Connection, indexed: (positions: StreamPositions) => void): Promise<boolean> {
     this.#adding.add(connection)
-    await Promise.all(this.topicsOf(connection).map(async (topic) => await this.retain(topic)))
-    if (!this.#adding.delete(connection)) {
-      for (const topic of this.topicsOf(connection)) this.release(topic)
+    const topics = this.topicsOf(connection)
+    const retained = await Promise.allSettled(topics.map(async (topic) => await this.retain(topic)))
+    const positions: StreamPositions = {}
+    for (const topic of topics) {
+      const position = this.streams.position(topic)
+      if (position !== undefined) positions[topic] = position
+    }
+    if (!this.#adding.delete(connection) || Object.keys(positions).length !== topics.length) {
+      for (const topic of topics) this.release(topic)
+      const failed = retained.find((result) => result.status === 'rejected')
+      if (failed !== undefined || Object.keys(positions).length !== topics.length) {
+        if (this.#removed.delete(connection)) return false
+        throw new Error(`stream positions unavailable: ${String((failed as PromiseRejectedResult | undefined)?.reason ?? 'not tracked')}`)
+      }
       return false
     }
     const { attributes } = connection
@@ -75,13 +112,16 @@ export class Hub {
       if (widgets === undefined) this.#consolesAnyWidget.add(connection)
       else for (const widget of widgets) this.#consolesByWidget.add(widget, connection)
     }
-    indexed()
+    indexed(positions)
     return true
   }
 
   remove (connection: Connection): void {
     // Still subscribing: `add` sees it gone and lets its topics go.
-    if (this.#adding.delete(connection)) return
+    if (this.#adding.delete(connection)) {
+      this.#removed.add(connection)
+      return
+    }
     const { attributes } = connection
     if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) {
       if (!this.#chatRooms.delete(attributes.chatUuid, connection)) return
@@ -110,13 +150,16 @@ export class Hub {
     return [...this.#topicRefs.keys()]
   }
 
+  /** Holds a topic for a socket: the first holder subscribes it and reads its stream's position. */
   private async retain (topic: string): Promise<void> {
     const refs = this.#topicRefs.get(topic) ?? 0
     this.#topicRefs.set(topic, refs + 1)
-    if (refs > 0) return await this.#subscribing.get(topic)
-    const subscribing: Promise<void> = this.bus.subscribe(topic).catch((error: unknown) => {
+    const pending = this.#subscribing.get(topic)
+    if (refs > 0 && (pending !== undefined || this.streams.has(topic))) return await pending
+    // The first holder, or the first since reading the position failed for the sockets before.
+    const subscribing: Promise<void> = (refs > 0 ? Promise.resolve() : this.bus.subscribe(topic)).catch((error: unknown) => {
       this.log.error({ err: error, topic }, 'bus subscribe failed')
-    }).finally(() => {
+    }).then(async () => await this.streams.open(topic)).finally(() => {
       // A later subscription of the same topic (after a release) is not this one's to clear.
       if (this.#subscribing.get(topic) === subscribing) this.#subscribing.delete(topic)
     })
@@ -131,6 +174,7 @@ export class Hub {
       return
     }
     this.#topicRefs.delete(topic)
+    this.streams.close(topic)
     this.bus.unsubscribe(topic).catch((error: unknown) => {
       this.log.warn({ err: error, topic }, 'bus unsubscribe failed')
     })
@@ -146,9 +190,43 @@ export class Hub {
       this.log.error({ err: error, topic }, 'undecodable bus packet dropped')
       return
     }
+    if (packet.offset === undefined) this.#deliverPacket(topic, packet)
+    else {
+      packet.stream = topic
+      this.streams.accept(topic, packet)
+    }
+  }
+
+  #deliverPacket (topic: string, packet: Packet): void {
     const sent = this.deliver(packet.audience, packet, topic)
     if (sent > 0) this.metrics.framesSent.inc(sent)
     this.metrics.fanoutSeconds.observe(Math.max(0, Date.now() - packet.acceptedAt) / 1000)
+  }
+
+  /** The sockets of this node that read a topic's stream (see topicsOf). */
+  readersOf (topic: string): Connection[] {
+    const list = (sockets: Sockets | undefined): Connection[] =>
+      sockets === undefined ? [] : sockets instanceof Set ? [...sockets] : [sockets]
+    if (topic === Topic.consoles) return [...this.#consoles]
+    if (topic === Topic.anyWidget) return [...this.#consolesAnyWidget]
+    for (const [prefix, index] of [['chat:', this.#chatRooms], ['operator:', this.#consolesByOperator], ['widget:', this.#consolesByWidget]] as const) {
+      if (topic.startsWith(prefix)) return list(index.get(topic.slice(prefix.length)))
+    }
+    return []
+  }
+
+  /**
+   * A stream broke: its readers get nothing more from it (their frames are dropped, so none skips an
+   * offset) and are closed with 1012 over the close window, so their clients reconnect with `since`.
+   */
+  #closeReaders (topic: string): void {
+    for (const connection of this.readersOf(topic)) {
+      if (connection.hold?.discard === true) continue
+      connection.hold = new FrameHold(0, true)
+      this.metrics.repairCloses.inc()
+      const timer = setTimeout(() => connection.close(CloseCode.restarting, 'stream gap: reconnect with since'), Math.random() * this.#closeWindowMs)
+      timer.unref()
+    }
   }
 
   /**

@@ -32,7 +32,17 @@ interface WsInternals {
 const SENDER_IDLE = 0
 const TEXT = { binary: false } as const
 
-export type DropReason = 'closing' | 'slow_consumer'
+export type DropReason = 'closing' | 'slow_consumer' | 'stream_broken'
+
+/**
+ * Frames kept for a socket instead of written: while it is told `connected` and replayed what it missed
+ * (sent after, in order), or, `discard`, once a stream it reads broke and it is about to be closed.
+ */
+export class FrameHold {
+  readonly frames: Outbound[] = []
+  bytes = 0
+  constructor (readonly limit: number, readonly discard = false) {}
+}
 
 export interface WriterHooks {
   /** A frame was not written: the socket is closing, or it overflowed (and is now closing with 1013). */
@@ -78,12 +88,35 @@ export class Writer {
   fanOut (candidates: Sockets | undefined, audience: Audience, outbound: Outbound): number {
     if (candidates === undefined) return 0
     const { frame, wire } = outbound
-    if (!(candidates instanceof Set)) return admits(audience, candidates.attributes) && this.send(candidates, frame, wire) ? 1 : 0
+    if (!(candidates instanceof Set)) {
+      if (!admits(audience, candidates.attributes)) return 0
+      if (candidates.hold !== undefined) return this.#hold(candidates, outbound)
+      return this.send(candidates, frame, wire) ? 1 : 0
+    }
     let sent = 0
     for (const connection of candidates) {
-      if (admits(audience, connection.attributes) && this.send(connection, frame, wire)) sent += 1
+      if (!admits(audience, connection.attributes)) continue
+      if (connection.hold !== undefined) sent += this.#hold(connection, outbound)
+      else if (this.send(connection, frame, wire)) sent += 1
     }
     return sent
+  }
+
+  /** Keeps a frame for a socket on hold (see FrameHold); one that holds too much is a slow consumer. */
+  #hold (connection: Connection, outbound: Outbound): number {
+    const hold = connection.hold as FrameHold
+    if (hold.discard) {
+      this.hooks.dropped(connection, 'stream_broken')
+      return 0
+    }
+    hold.frames.push(outbound)
+    hold.bytes += outbound.wire.length
+    if (hold.bytes > hold.limit) {
+      connection.hold = new FrameHold(0, true)
+      connection.close(CloseCode.slowConsumer, 'slow consumer')
+      this.hooks.dropped(connection, 'slow_consumer')
+    }
+    return 1
   }
 
   sendFrame (connection: Connection, frame: ServerFrame): boolean {
@@ -95,7 +128,7 @@ export class Writer {
    * already framed for WebSocket (see packet.ts): it goes to the TCP socket as is, the bytes shared by
    * every receiver. ws is bypassed only while its sender is idle, so nothing it queued is overtaken.
    */
-  send (connection: Connection, payload: Buffer, wire?: Buffer): boolean {
+  send (connection: Connection, payload: Buffer, wire?: Buffer, paced = false): boolean {
     const socket = connection.socket
     if (socket.readyState !== WebSocket.OPEN) {
       // Before the upgrade completes nothing is sent here; after it, the socket is closing.
@@ -105,7 +138,8 @@ export class Writer {
       }
       return false
     }
-    if (socket.bufferedAmount - (connection.sendState?.corkedBytes ?? 0) > connection.limits.maxBufferedBytes) {
+    // `paced`: a replay, whose writer waits for the buffer to drain between writes (see Recovery).
+    if (!paced && socket.bufferedAmount - (connection.sendState?.corkedBytes ?? 0) > connection.limits.maxBufferedBytes) {
       connection.close(CloseCode.slowConsumer, 'slow consumer')
       this.hooks.dropped(connection, 'slow_consumer')
       return false

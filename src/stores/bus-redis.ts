@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis'
-import type { Bus, BusState, PacketHandler } from './bus.js'
+import { defaultRetention, type Bus, type BusState, type DurableEvent, type PacketHandler, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
 import { BusUnavailableError } from './store-errors.js'
 import { listen, type RedisLogger } from './redis.js'
+import { RedisStreams } from './streams-redis.js'
 
 export interface RedisBusOptions {
   /** Publishes (and nothing else of the bus); never queues while Redis is away. */
@@ -10,9 +11,12 @@ export interface RedisBusOptions {
   subscriber: Redis
   /** Channel prefix (REDIS_PREFIX): several relays or test runs can share one Redis. */
   prefix: string
+  /** Default: defaultRetention. */
+  retention?: StreamRetention
   /**
-   * After a reconnect, wait this long before acknowledging again: Redis pub/sub keeps nothing, so an
-   * event published before the other nodes resubscribed would be acknowledged and lost for them.
+   * After a reconnect, wait this long before acknowledging again. With history, 0: what other nodes miss
+   * while they resubscribe, they read back from the streams. Without, pub/sub keeps nothing, so an event
+   * published before the other nodes resubscribed would be acknowledged and lost for them.
    */
   settleMs: number
   /** How often the idle subscriber connection is pinged, so a silent one is found and replaced. */
@@ -42,6 +46,7 @@ export class RedisBus implements Bus {
   readonly #prefix: string
   readonly #prefixBytes: number
   readonly #settleMs: number
+  readonly #streams: RedisStreams
   readonly #log: RedisLogger
   readonly #topics = new Set<string>()
   readonly #stateListeners: Array<(state: BusState) => void> = []
@@ -64,6 +69,7 @@ export class RedisBus implements Bus {
     this.#prefix = options.prefix
     this.#prefixBytes = Buffer.byteLength(options.prefix)
     this.#settleMs = options.settleMs
+    this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention)
     this.#log = options.log
     const { publisher, subscriber } = options
     this.#detach.push(
@@ -94,6 +100,28 @@ export class RedisBus implements Bus {
       await this.#publisher.publish(this.#prefix + topic, packet)
     } catch (error) {
       throw new BusUnavailableError(`redis publish failed: ${(error as Error).message}`)
+    }
+  }
+
+  async append (event: DurableEvent): Promise<number> {
+    return await this.#command('append', this.isReady(), async () => await this.#streams.append(event))
+  }
+
+  /** Reads need only the command connection: a node repairs while it is still resubscribing. */
+  async positions (topics: string[]): Promise<StreamPosition[]> {
+    return await this.#command('positions', this.#publisher.status === 'ready', async () => await this.#streams.positions(topics))
+  }
+
+  async read (topic: string, options: ReadOptions): Promise<StreamRead> {
+    return await this.#command('read', this.#publisher.status === 'ready', async () => await this.#streams.read(topic, options))
+  }
+
+  async #command<T> (what: string, ready: boolean, run: () => Promise<T>): Promise<T> {
+    if (!ready) throw new BusUnavailableError(`redis ${what}: redis is not connected`)
+    try {
+      return await run()
+    } catch (error) {
+      throw new BusUnavailableError(`redis ${what} failed: ${(error as Error).message}`)
     }
   }
 

@@ -57,6 +57,16 @@ export class LuaScript {
       return await client.eval(this.source, keys.length, ...keys, ...args)
     }
   }
+
+  /** As `run`, with bulk replies as Buffers (binary packets stay bytes). */
+  async runBuffer (client: Redis, keys: string[], args: Array<string | number>): Promise<unknown> {
+    try {
+      return await client.callBuffer('evalsha', this.sha, keys.length, ...keys, ...args)
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error
+      return await client.callBuffer('eval', this.source, keys.length, ...keys, ...args)
+    }
+  }
 }
 
 /** Registers a listener and returns the function that removes exactly that listener. */

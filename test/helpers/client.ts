@@ -2,7 +2,9 @@ import WebSocket from 'ws'
 
 /* Frames in tests are read loosely: the wire is JSON and the assertions say what matters. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Frame = { type: string, data: any }
+export type Frame = { type: string, data: any, stream?: string, offset?: number }
+
+export interface Position { epoch: string, offset: number }
 
 interface Waiter {
   match: (frame: Frame) => boolean
@@ -59,6 +61,24 @@ export class TestClient {
 
   ofType (type: string): Frame[] {
     return this.frames.filter((frame) => frame.type === type)
+  }
+
+  /** Where this client stands per stream: its last `connected.streams`, moved on by each durable frame. */
+  positions (): Record<string, Position> {
+    const positions: Record<string, Position> = {}
+    for (const frame of this.frames) {
+      if (frame.type === 'connected') Object.assign(positions, structuredClone(frame.data.streams ?? {}))
+      else if (frame.stream !== undefined && frame.offset !== undefined) {
+        const position = positions[frame.stream]
+        if (position !== undefined) position.offset = frame.offset
+      }
+    }
+    return positions
+  }
+
+  /** The `since` query parameter that recovers what this client missed. */
+  since (): string {
+    return Buffer.from(JSON.stringify(this.positions())).toString('base64url')
   }
 
   send (frame: unknown): void {

@@ -1,0 +1,160 @@
+import type { Redis } from 'ioredis'
+import { newEpoch, type DurableEvent, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
+import { LuaScript } from './redis.js'
+import { Topic } from '../protocol/routing.js'
+
+/**
+ * A stream's position and what every script does with it. Position hash: `e` epoch, `o` top offset, `n`
+ * the counter of relay-made messages (chat streams). The epoch is made when the hash is missing (a new
+ * stream, or Redis lost it), or when a reader holds an offset above the top (Redis came back from an
+ * older snapshot): offsets are never reused within an epoch. A new epoch drops the old history.
+ */
+const POSITION_FUNCTION = `
+local function position (meta, history, candidate, ttl, known)
+  local fields = redis.call('HMGET', meta, 'e', 'o')
+  local epoch, offset = fields[1], tonumber(fields[2] or '0')
+  if not epoch or (known and offset < known) then
+    epoch = candidate
+    redis.call('HSET', meta, 'e', epoch, 'o', offset)
+    redis.call('DEL', history)
+  end
+  redis.call('EXPIRE', meta, ttl)
+  return epoch, offset
+end`
+
+/** The WebSocket text frame header for a payload of this many bytes (packet.ts writeHeader). */
+const FRAME_HEADER_FUNCTION = `
+local function frame_header (length)
+  if length < 126 then return string.char(129, length) end
+  if length < 65536 then return string.char(129, 126, math.floor(length / 256), length % 256) end
+  local high, low = math.floor(length / 4294967296), length % 4294967296
+  return string.char(129, 127,
+    math.floor(high / 16777216) % 256, math.floor(high / 65536) % 256, math.floor(high / 256) % 256, high % 256,
+    math.floor(low / 16777216) % 256, math.floor(low / 65536) % 256, math.floor(low / 256) % 256, low % 256)
+end`
+
+/**
+ * KEYS: history and position of each stream, then (numbered) the chat's position and history. ARGV: stream
+ * count, epoch candidate, history size, history TTL, position TTL, payload count, each payload as its
+ * piece count and pieces, then per stream: payload index, routing head, name as JSON, channel. Every
+ * stream: offset + 1, the packet with its epoch and offset (packet.ts durablePacket), XADD, PUBLISH.
+ */
+const APPEND = new LuaScript(`${POSITION_FUNCTION}${FRAME_HEADER_FUNCTION}
+local count, candidate, size, ttl, position_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local number = 0
+if KEYS[2 * count + 1] then
+  position(KEYS[2 * count + 1], KEYS[2 * count + 2], candidate, position_ttl, nil)
+  number = redis.call('HINCRBY', KEYS[2 * count + 1], 'n', 1)
+end
+local at = 7
+local payloads = {}
+for index = 1, tonumber(ARGV[6]) do
+  local pieces = tonumber(ARGV[at])
+  payloads[index] = table.concat(ARGV, tostring(number), at + 1, at + pieces)
+  at = at + pieces + 1
+end
+for stream = 1, count do
+  local history, meta = KEYS[2 * stream - 1], KEYS[2 * stream]
+  local epoch = position(meta, history, candidate, position_ttl, nil)
+  local offset = redis.call('HINCRBY', meta, 'o', 1)
+  local payload = payloads[tonumber(ARGV[at])] .. ',"stream":' .. ARGV[at + 2] .. ',"offset":' .. offset .. '}'
+  local packet = ARGV[at + 1] .. ',"e":"' .. epoch .. '","o":' .. offset .. '}\\n' .. frame_header(#payload) .. payload
+  if size > 0 then
+    redis.call('XADD', history, 'MAXLEN', '~', size, offset .. '-0', 'p', packet)
+    redis.call('EXPIRE', history, ttl)
+  end
+  redis.call('PUBLISH', ARGV[at + 3], packet)
+  at = at + 4
+end
+return number`)
+
+/** KEYS: position and history per stream. ARGV: epoch candidate, position TTL. Returns epoch, offset per stream. */
+const POSITIONS = new LuaScript(`${POSITION_FUNCTION}
+local answer = {}
+for stream = 1, #KEYS / 2 do
+  local epoch, offset = position(KEYS[2 * stream - 1], KEYS[2 * stream], ARGV[1], ARGV[2], nil)
+  answer[2 * stream - 1] = epoch
+  answer[2 * stream] = offset
+end
+return answer`)
+
+/**
+ * KEYS: history, position. ARGV: after, up to ('' for the top), limit, newest first ('1'), epoch
+ * candidate, position TTL, known offset (''). Returns epoch, top, then offset and packet per event.
+ */
+const READ = new LuaScript(`${POSITION_FUNCTION}
+local known = ARGV[7] ~= '' and tonumber(ARGV[7]) or nil
+local epoch, top = position(KEYS[2], KEYS[1], ARGV[5], ARGV[6], known)
+local after, up_to = tonumber(ARGV[1]), top
+if ARGV[2] ~= '' then up_to = math.min(top, tonumber(ARGV[2])) end
+local answer = { epoch, top }
+if up_to <= after then return answer end
+local entries
+if ARGV[4] == '1' then
+  entries = redis.call('XREVRANGE', KEYS[1], up_to .. '-0', (after + 1) .. '-0', 'COUNT', ARGV[3])
+else
+  entries = redis.call('XRANGE', KEYS[1], (after + 1) .. '-0', up_to .. '-0', 'COUNT', ARGV[3])
+end
+for _, entry in ipairs(entries) do
+  answer[#answer + 1] = tonumber(string.match(entry[1], '^(%d+)'))
+  answer[#answer + 1] = entry[2][2]
+end
+return answer`)
+
+/** The streams of the Redis bus: `<prefix>history:<topic>` (a Redis stream) and `<prefix>position:<topic>` (a hash). */
+export class RedisStreams {
+  constructor (readonly client: Redis, readonly prefix: string, readonly retention: StreamRetention) {}
+
+  history (topic: string): string {
+    return `${this.prefix}history:${topic}`
+  }
+
+  position (topic: string): string {
+    return `${this.prefix}position:${topic}`
+  }
+
+  async append (event: DurableEvent): Promise<number> {
+    const keys: string[] = []
+    const args: Array<string | number> = [
+      event.appends.length, newEpoch(), this.retention.size, this.retention.ttlSeconds,
+      this.retention.positionTtlSeconds, event.payloads.length
+    ]
+    for (const pieces of event.payloads) args.push(pieces.length, ...pieces)
+    for (const { topic, routingHead, payload } of event.appends) {
+      keys.push(this.history(topic), this.position(topic))
+      args.push(payload + 1, routingHead, JSON.stringify(topic), this.prefix + topic)
+    }
+    if (event.numbered !== undefined) {
+      const chat = Topic.chat(event.numbered.chatUuid)
+      keys.push(this.position(chat), this.history(chat))
+    }
+    return Number(await APPEND.run(this.client, keys, args))
+  }
+
+  async positions (topics: string[]): Promise<StreamPosition[]> {
+    const keys = topics.flatMap((topic) => [this.position(topic), this.history(topic)])
+    const answer = await POSITIONS.run(this.client, keys, [newEpoch(), this.retention.positionTtlSeconds]) as Array<string | number>
+    return topics.map((_topic, index) => ({ epoch: String(answer[2 * index]), offset: Number(answer[2 * index + 1]) }))
+  }
+
+  async read (topic: string, options: ReadOptions): Promise<StreamRead> {
+    const answer = await READ.runBuffer(this.client, [this.history(topic), this.position(topic)], [
+      options.after, options.upTo ?? '', options.limit, options.newest === true ? '1' : '0',
+      newEpoch(), this.retention.positionTtlSeconds, options.known ?? ''
+    ]) as Array<Buffer | number>
+    const read: StreamRead = {
+      position: { epoch: String(answer[0]), offset: Number(answer[1]) },
+      packets: [],
+      offsets: []
+    }
+    for (let index = 2; index + 1 < answer.length; index += 2) {
+      read.offsets.push(Number(answer[index]))
+      read.packets.push(answer[index + 1] as Buffer)
+    }
+    if (options.newest === true) {
+      read.offsets.reverse()
+      read.packets.reverse()
+    }
+    return read
+  }
+}
