@@ -92,7 +92,9 @@ export class RelayStormClient implements StormClient {
       const id = frame.type === 'message_added' && typeof frame.data?.message?.id === 'number' ? frame.data.message.id : undefined
       if (offsetKey !== undefined || id !== undefined) this.ledger.delivery(id, offsetKey, wallClock())
     })
-    socket.on('error', () => {})
+    // The error, when there is one, says more than its 1006 (refused, reset, an HTTP answer instead of 101).
+    let failure = ''
+    socket.on('error', (error: NodeJS.ErrnoException) => { failure ||= ` (${error.code ?? error.message.slice(0, 60)})` })
     socket.once('close', (code: number) => {
       if (this.#stopped) return
       if (port === this.portA && Number.isNaN(this.ledger.closedAt)) {
@@ -102,7 +104,7 @@ export class RelayStormClient implements StormClient {
         this.ledger.positionAtClose = this.#positions.size > 0
         this.#attempt = 0
       } else {
-        this.ledger.closedAgain(subscribed ? `${code} on node B` : `${code} before connected`)
+        this.ledger.closedAgain(`${code}${failure} ${subscribed ? 'on node B' : 'before connected'}`)
         if (subscribed) this.#attempt = 0
       }
       setTimeout(() => { if (!this.#stopped) this.#open(this.portB) }, backoff(this.#attempt++))
