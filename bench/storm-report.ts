@@ -45,7 +45,8 @@ export function stormTable (results: CaseResult[]): string[] {
     const again = Object.entries(storm.laterCloses).sort(([, a], [, b]) => b - a)
     const failures = again.length === 0 ? 'no failed attempt or later close' : `${again.reduce((sum, [, count]) => sum + count, 0)} failed attempts or later closes (${again.slice(0, 3).map(([how, count]) => `${count}× ${how}`).join(', ')})`
     return `- ${label(result)}: ${ok ? 'every client recovered, nothing lost or repeated (target: met)' : '**not every client recovered without loss or duplicates** (target: missed)'}; ` +
-      `${storm.withoutPosition} clients held no position when node A closed them; node A exited ${fixed(storm.secondsToExit, 1)} s after SIGTERM ` +
+      `${storm.withoutPosition} clients held no position when node A closed them; ` +
+      `${Number.isNaN(storm.replayedFrames) ? '' : `node B replayed ${thousands(storm.replayedFrames)} frames; `}node A exited ${fixed(storm.secondsToExit, 1)} s after SIGTERM ` +
       `(drain window ${storm.drainWindowMs} ms); ${failures}; node B CPU ${fixed(storm.nodeBCpuSeconds, 1)} s from SIGTERM until all back (at most 60 s); ` +
       `Redis CPU ${fixed(storm.redisCpuSeconds, 2)} s over ${thousands(storm.posted)} events; driver CPU ${fixed(storm.driverCpuSeconds, 1)} s`
   })

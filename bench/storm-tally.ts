@@ -172,6 +172,8 @@ export interface StormResult extends StormFigures {
   secondsToCatchUp: number
   /** Until node A's process exited. */
   secondsToExit: number
+  /** Node B's relay_replayed_frames_total at the end (relay only: Socket.IO counts none). */
+  replayedFrames: number
   /** Node B's CPU seconds from the SIGTERM until every client was back (or the deadline). */
   nodeBCpuSeconds: number
   /** INFO CPU used_cpu_sys + used_cpu_user of the private redis-server, from the first POST until settled. */

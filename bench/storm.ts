@@ -69,6 +69,13 @@ class StormLink {
   }
 }
 
+/** A counter of the relay's GET /metrics (summed over its labels); NaN for a server without it. */
+async function counter (port: number, name: string): Promise<number> {
+  const text = await fetch(`http://127.0.0.1:${port}/metrics`).then(async (response) => await response.text(), () => '')
+  const values = text.split('\n').filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`)).map((line) => Number(line.split(' ').pop()))
+  return values.length === 0 ? Number.NaN : values.reduce((sum, value) => sum + value, 0)
+}
+
 /** used_cpu_sys + used_cpu_user of the redis-server, from INFO CPU. */
 async function redisCpuSeconds (redis: Redis): Promise<number> {
   const info = await redis.info('cpu')
@@ -146,6 +153,7 @@ class StormCase {
     if (posted.errors > 0) log(`  ${system}: ${posted.errors} POSTs failed (${posted.firstError ?? '?'})`)
     const { figures } = await link.ask({ op: 'settle', idleMs: options.drainIdleMs, deadlineMs: 60_000 }, 'settled')
     const settledAt = wallClock()
+    const replayedFrames = system === 'relay' ? await counter(nodeB.port, 'relay_replayed_frames_total') : Number.NaN
     const redisCpu = await redisCpuSeconds(this.info) - redisBefore
     const since = (at: number): number => (at - sigtermAt) / 1000
     return {
@@ -159,6 +167,7 @@ class StormCase {
       secondsToCatchUp: since(figures.lastCaughtUpAt),
       secondsToExit: since(exitedAt),
       nodeBCpuSeconds,
+      replayedFrames,
       redisCpuSeconds: redisCpu,
       redisMicrosPerEvent: figures.posted > 0 ? redisCpu / figures.posted * 1e6 : Number.NaN
     }
