@@ -20,6 +20,13 @@ t.before(async () => {
 
 interface Target { relay: RelayProcess, httpUrl: string, wsUrl: string }
 
+/**
+ * What "/health stays fast" means under attack: a node the attack froze answers in seconds, or not at
+ * all. The relay, the attacking client and the prober share two cores, so scheduling alone puts single
+ * answers at 100-300 ms now and then, on this commit and the ones before it: the bound sits above that.
+ */
+const HEALTH_BOUND_MS = 500
+
 async function startTarget (t: Tap, env: Record<string, string> = {}, openFiles?: number): Promise<Target> {
   const port = await freePort()
   const relay = new RelayProcess(t, server, {
@@ -171,7 +178,7 @@ t.test('N sockets with one token: the cap closes the rest 4429 and /health stays
   const refused = await Promise.all(sockets.filter((socket) => socket.ofType('connected').length === 0).map(async (socket) => (await socket.closed).code))
   t.equal(admitted.length, 10, 'MAX_SOCKETS_PER_USER sockets admitted')
   t.same([...new Set(refused)], [4429], `${refused.length} refused with 4429`)
-  t.ok(slowest < 100, `/health answered within ${slowest} ms throughout`)
+  t.ok(slowest < HEALTH_BOUND_MS, `/health answered within ${slowest} ms throughout`)
   t.equal(operator.ofType('message_added').length, 100, '10 sockets × 10 messages: 100 deliveries to the operator, not 300²')
   await stillServed(t, target, operator, 'c1', 'after the socket flood')
 })
@@ -195,5 +202,5 @@ t.test('a typing flood is cut to TYPING_PER_SEC per user and chat; a console rea
   const typing = everything.ofType('typing_updated').length
   t.ok(typing > 0 && typing <= 20 * 2 * seconds, `${typing} drafts reached the console (bound ${20 * 2 * seconds})`)
   t.equal(everything.socket.readyState, everything.socket.OPEN, 'the console reading at full speed was not cut (1013)')
-  t.ok(slowest < 100, `/health answered within ${slowest} ms throughout`)
+  t.ok(slowest < HEALTH_BOUND_MS, `/health answered within ${slowest} ms throughout`)
 })
