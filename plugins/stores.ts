@@ -67,7 +67,9 @@ function redisStores (app: FastifyInstance, url: string): OpenedStores {
       heartbeatMs: config.PRESENCE_HEARTBEAT_MS,
       ttlMs: config.PRESENCE_TTL_MS,
       maxSocketsPerUser: config.MAX_SOCKETS_PER_USER,
-      packets: presencePackets,
+      // customer_presence is durable: its scripts append it (emit) from an argument carrying its stream.
+      packets: (event, socket) => presencePackets(event, socket).map(({ topic, packet, durable }) =>
+        durable === undefined ? { topic, packet } : { topic, packet: bus.durableArgument(topic, durable) }),
       metrics: app.metrics,
       log
     }),

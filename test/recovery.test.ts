@@ -229,3 +229,28 @@ for (const [bus, makeNodes] of [['redis', redisNodes], ['memory', memoryNodes]] 
     closeAll(customer, operator, bad)
   })
 }
+
+for (const [bus, makeNodes] of [['redis', redisNodes], ['memory', memoryNodes]] as const) {
+  t.test(`${bus}: customer_presence is durable: numbered in the console's stream and replayed to a console that missed it`, async (t) => {
+    const [ingest, node, other] = await makeNodes(t)
+    const chatUuid = randomUUID()
+    // The chat's scope is known (widget lk): its customer_presence goes to the lk consoles.
+    t.equal((await ingest.post('/update/chat', chatOf(chatUuid, { widget: { source: 'lk' } }))).statusCode, 200)
+    const console_ = await join(node.wsUrl, '/broadcast', { token: operatorToken(7501, { sources: { widgets: ['lk'] } }), name: 'console' })
+    console_.socket.terminate()
+    await console_.closed
+    const customer = await join(other.wsUrl, '/chat', { token: customerToken(7502, chatUuid), name: 'customer' })
+    customer.close()
+    await customer.closed
+    const again = await join(node.wsUrl, '/broadcast', {
+      token: operatorToken(7501, { sources: { widgets: ['lk'] } }), query: { since: console_.since() }, name: 'console again'
+    })
+    const presence = await again.waitFor((frame) => frame.type === 'customer_presence' && frame.data.online === false, 5000, 'the missed offline')
+    t.equal(again.frames[0]?.data.recovered, true, 'recovered')
+    const online = again.frames.filter((frame) => frame.type === 'customer_presence')
+    t.same(online.map((frame) => frame.data.online), [true, false], 'both missed customer_presence frames replayed, in order')
+    t.ok(typeof presence.stream === 'string' && typeof presence.offset === 'number', 'with stream and offset')
+    t.same(offsetProblems(durableFrames(again)), [], 'offsets strictly increase')
+    closeAll(again)
+  })
+}

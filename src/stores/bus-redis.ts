@@ -3,6 +3,7 @@ import { defaultRetention, type Bus, type BusState, type DurableEvent, type Pack
 import { BusUnavailableError } from './store-errors.js'
 import { listen, type RedisLogger } from './redis.js'
 import { RedisStreams } from './streams-redis.js'
+import type { DurableParts } from '../protocol/packet.js'
 
 export interface RedisBusOptions {
   /** Publishes (and nothing else of the bus); never queues while Redis is away. */
@@ -105,6 +106,11 @@ export class RedisBus implements Bus {
 
   async append (event: DurableEvent): Promise<number> {
     return await this.#command('append', this.isReady(), async () => await this.#streams.append(event))
+  }
+
+  /** See RedisStreams.durableArgument: a durable event for a presence script to emit. */
+  durableArgument (topic: string, parts: DurableParts): Buffer {
+    return this.#streams.durableArgument(topic, parts)
   }
 
   /** Reads need only the command connection: a node repairs while it is still resubscribing. */

@@ -4,7 +4,7 @@ import type { ChatCustomers, OnlineUser } from '../protocol/protocol.js'
 import { summarizeSessions, type ChatSocket, type ConsoleSession, type Presence, type PresenceEvent, type PresenceLogger, type PresencePackets } from './presence.js'
 
 export interface MemoryPresenceOptions {
-  bus: Pick<Bus, 'publish'>
+  bus: Pick<Bus, 'publish' | 'append'>
   packets: PresencePackets
   metrics: Metrics
   /** Sockets one user may hold per chat room, and consoles per operator. */
@@ -100,7 +100,10 @@ export class MemoryPresence implements Presence {
   /** The embedded bus delivers inside publish: the event is out before the next decision. */
   #announce (event: PresenceEvent, socket: ChatSocket): void {
     const { bus, packets, metrics, log } = this.#options
-    const published = packets(event, socket).map(async ({ topic, packet }) => await bus.publish(topic, packet))
+    const published = packets(event, socket).map(async ({ topic, packet, durable }) => {
+      if (durable === undefined) return await bus.publish(topic, packet)
+      await bus.append({ payloads: [[durable.payloadHead]], appends: [{ topic, routingHead: durable.routingHead, payload: 0 }] })
+    })
     Promise.all(published).then(() => metrics.eventsAccepted.inc({ source: 'presence' }), (error: unknown) => {
       // Only a closed bus refuses: the node is shutting down.
       metrics.presenceFailures.inc({ operation: 'announce' })

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import type { Metrics } from '../metrics.js'
 import type { ChatSocket, PresenceEvent, PresencePackets } from './presence.js'
+import { EMIT } from './streams-redis.js'
 import { ALIVE, DEAD_NODES, HEARTBEAT, SWEEP, SWEPT, TOMBSTONE_MS } from './presence-scripts.js'
 import type { LuaScript, RedisLogger } from './redis.js'
 
@@ -79,7 +80,7 @@ export async function runScript (script: LuaScript, client: Redis, keys: string[
   return await script.run(client, keys, args as Array<string | number>)
 }
 
-/** Channel and packet pairs of a presence event, as script arguments. */
+/** Channel and packet pairs of a presence event, as script arguments (the packets function turned durable ones into arguments). */
 export function packetArgs (packets: PresencePackets, prefix: string, event: PresenceEvent, socket: ChatSocket): Array<string | Buffer> {
   return packets(event, socket).flatMap(({ topic, packet }) => [prefix + topic, packet])
 }
@@ -139,8 +140,7 @@ export class PresenceNode {
     for (const json of unannounced) {
       const socket = chatSocketOf('', json)
       if (socket === undefined) continue
-      const pairs = packets('user_disconnected', socket)
-      await Promise.all(pairs.map(async ({ topic, packet }) => await client.publish(keys.prefix + topic, packet)))
+      await runScript(EMIT, client, [], packetArgs(packets, keys.prefix, 'user_disconnected', socket))
     }
     const departures = announced + unannounced.length
     if (departures > 0) metrics.eventsAccepted.inc({ source: 'presence' }, departures)

@@ -1,6 +1,10 @@
 import { LuaScript } from './redis.js'
+import { EMIT_FUNCTIONS } from './streams-redis.js'
 
-/** The presence scripts (see RedisPresence for the keys): each decision and its announcement in one step. */
+/**
+ * The presence scripts (see RedisPresence for the keys): each decision and its announcement in one step.
+ * Announcements are emitted: customer_presence is durable and goes into its streams (streams-redis.ts).
+ */
 
 /** Write outcomes: refused by the cap, recorded, recorded and announced (first socket). */
 export const REFUSED = 0
@@ -21,7 +25,7 @@ export const BATCH = 1000
  * customer_presence), published when the socket is the user's first (with 'force': also when it already
  * was, as an earlier attempt may have published it to nobody).
  */
-export const JOIN = new LuaScript(`
+export const JOIN = new LuaScript(`${EMIT_FUNCTIONS}
 local added = 0
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
   local cap = tonumber(ARGV[3])
@@ -31,7 +35,7 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if KEYS[3] then redis.call('HSET', KEYS[3], KEYS[1], ARGV[2]) end
 if (added == 0 and ARGV[4] ~= 'force') or redis.call('SCARD', KEYS[1]) > 1 then return 1 end
-for i = 5, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do emit(ARGV[i], ARGV[i + 1]) end
 return 2`)
 
 /**
@@ -40,13 +44,13 @@ return 2`)
  * empty, as Redis may have lost the socket or an earlier attempt published to nobody). An empty room
  * leaves the customer index whatever was removed.
  */
-export const LEAVE = new LuaScript(`
+export const LEAVE = new LuaScript(`${EMIT_FUNCTIONS}
 redis.call('HDEL', KEYS[2], ARGV[1])
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if KEYS[3] then redis.call('HDEL', KEYS[3], KEYS[1]) end
 if removed == 0 and ARGV[2] ~= 'force' then return 0 end
-for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+for i = 3, #ARGV, 2 do emit(ARGV[i], ARGV[i + 1]) end
 return 1`)
 
 /** KEYS: the operator's console set, the consoles hash, this node's sockets hash. ARGV: id, session, holding, cap. */
@@ -91,7 +95,7 @@ return dead`)
  * channel and packet pairs, each item as `<bytes>:<item>` (one argument however many sockets).
  * Returns how many departures it published and the holdings of any it had no packets for.
  */
-export const SWEEP = new LuaScript(`
+export const SWEEP = new LuaScript(`${EMIT_FUNCTIONS}
 if ARGV[2] == 'dead' and (redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 or redis.call('EXISTS', KEYS[4]) == 1) then
   return {-1, {}}
 end
@@ -123,7 +127,7 @@ for s = 1, #sockets, 2 do
     if removed == 1 and emptied then
       local farewell = farewells[connection]
       if farewell then
-        for _, pair in ipairs(farewell) do redis.call('PUBLISH', pair[1], pair[2]) end
+        for _, pair in ipairs(farewell) do emit(pair[1], pair[2]) end
         announced = announced + 1
       else
         unannounced[#unannounced + 1] = json

@@ -1,4 +1,4 @@
-import { encodePacket } from '../protocol/packet.js'
+import { durableParts, encodePacket, type DurableParts } from '../protocol/packet.js'
 import type { ChatCustomers, OnlineUser, User } from '../protocol/protocol.js'
 import { audienceTopics, planDeliveries, type ChatScope, type RelayEvent } from '../protocol/routing.js'
 
@@ -34,10 +34,14 @@ export interface ChatSocket {
 
 export type PresenceEvent = 'user_connected' | 'user_disconnected'
 
-/** A packet ready for the bus and the topic it goes out on. */
+/**
+ * A packet ready for the bus and the topic it goes out on. `durable` (customer_presence): the event
+ * before its stream numbers it; the store appends it (Bus.append, or emitted in a Redis script).
+ */
 export interface TopicPacket {
   topic: string
   packet: Buffer
+  durable?: DurableParts
 }
 
 /** Builds the bus packets of a presence event (presence never depends on the publisher). */
@@ -78,10 +82,16 @@ export function presencePackets (event: PresenceEvent, socket: ChatSocket): Topi
   const events: RelayEvent[] = [{ kind: 'presence', event, chatUuid, userKey, user }]
   if (customerScope !== undefined) events.push({ kind: 'customer_presence', chat: customerScope, user, online: event === 'user_connected' })
   return events.flatMap((relayEvent) => planDeliveries(relayEvent)).flatMap((delivery) => {
+    if (delivery.frame.type === 'customer_presence') {
+      const durable = durableParts(delivery, acceptedAt)
+      return audienceTopics(delivery.audience).map((topic) => ({ topic, packet: EMPTY, durable }))
+    }
     const packet = encodePacket(delivery, acceptedAt)
     return audienceTopics(delivery.audience).map((topic) => ({ topic, packet }))
   })
 }
+
+const EMPTY = Buffer.alloc(0)
 
 /** Folds console sessions into one OnlineUser per operator id. */
 export function summarizeSessions (sessions: Iterable<ConsoleSession>): OnlineUser[] {

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis'
 import { newEpoch, type DurableEvent, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
 import { LuaScript } from './redis.js'
 import { Topic } from '../protocol/routing.js'
+import type { DurableParts } from '../protocol/packet.js'
 
 /**
  * A stream's position and what every script does with it. Position hash: `e` epoch, `o` top offset, `n`
@@ -34,12 +35,55 @@ local function frame_header (length)
 end`
 
 /**
+ * One durable event for one stream: offset + 1, the packet with its epoch and offset (packet.ts
+ * durablePacket, the same bytes), XADD (when history is kept), PUBLISH.
+ */
+const APPEND_ONE_FUNCTION = `${POSITION_FUNCTION}${FRAME_HEADER_FUNCTION}
+local function append_one (history, meta, candidate, size, ttl, position_ttl, payload_head, routing_head, name, channel)
+  local epoch = position(meta, history, candidate, position_ttl, nil)
+  local offset = redis.call('HINCRBY', meta, 'o', 1)
+  local payload = payload_head .. ',"stream":' .. name .. ',"offset":' .. offset .. '}'
+  local packet = routing_head .. ',"e":"' .. epoch .. '","o":' .. offset .. '}\\n' .. frame_header(#payload) .. payload
+  if size > 0 then
+    redis.call('XADD', history, 'MAXLEN', '~', size, offset .. '-0', 'p', packet)
+    redis.call('EXPIRE', history, ttl)
+  end
+  redis.call('PUBLISH', channel, packet)
+end`
+
+/**
+ * `emit(channel, packet)` for scripts that publish what they decide (presence): a packet that starts
+ * with a NUL byte is a durable event (RedisStreams.durableArgument: its keys, retention and heads as
+ * `<bytes>:<item>` fields) and is appended; any other is published as it is. The stream keys come
+ * inside the argument, not in KEYS (not Redis Cluster safe; a later issue).
+ */
+export const EMIT_FUNCTIONS = `${APPEND_ONE_FUNCTION}
+local function emit (channel, packet)
+  if string.byte(packet, 1) ~= 0 then return redis.call('PUBLISH', channel, packet) end
+  local at = 2
+  local function field ()
+    local colon = string.find(packet, ':', at, true)
+    local length = tonumber(string.sub(packet, at, colon - 1))
+    at = colon + length + 1
+    return string.sub(packet, colon + 1, colon + length)
+  end
+  local history, meta, candidate, size, ttl, position_ttl = field(), field(), field(), tonumber(field()), field(), field()
+  local routing_head, payload_head, name = field(), field(), field()
+  append_one(history, meta, candidate, size, ttl, position_ttl, payload_head, routing_head, name, channel)
+end`
+
+/** ARGV: channel and packet pairs, each emitted (see EMIT_FUNCTIONS). */
+export const EMIT = new LuaScript(`${EMIT_FUNCTIONS}
+for i = 1, #ARGV, 2 do emit(ARGV[i], ARGV[i + 1]) end
+return 1`)
+
+/**
  * KEYS: history and position of each stream, then (numbered) the chat's position and history. ARGV: stream
  * count, epoch candidate, history size, history TTL, position TTL, payload count, each payload as its
- * piece count and pieces, then per stream: payload index, routing head, name as JSON, channel. Every
- * stream: offset + 1, the packet with its epoch and offset (packet.ts durablePacket), XADD, PUBLISH.
+ * piece count and pieces, then per stream: payload index, routing head, name as JSON, channel. All of
+ * an event's streams in one step: it is published everywhere or nowhere.
  */
-const APPEND = new LuaScript(`${POSITION_FUNCTION}${FRAME_HEADER_FUNCTION}
+const APPEND = new LuaScript(`${APPEND_ONE_FUNCTION}
 local count, candidate, size, ttl, position_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local number = 0
 if KEYS[2 * count + 1] then
@@ -54,16 +98,8 @@ for index = 1, tonumber(ARGV[6]) do
   at = at + pieces + 1
 end
 for stream = 1, count do
-  local history, meta = KEYS[2 * stream - 1], KEYS[2 * stream]
-  local epoch = position(meta, history, candidate, position_ttl, nil)
-  local offset = redis.call('HINCRBY', meta, 'o', 1)
-  local payload = payloads[tonumber(ARGV[at])] .. ',"stream":' .. ARGV[at + 2] .. ',"offset":' .. offset .. '}'
-  local packet = ARGV[at + 1] .. ',"e":"' .. epoch .. '","o":' .. offset .. '}\\n' .. frame_header(#payload) .. payload
-  if size > 0 then
-    redis.call('XADD', history, 'MAXLEN', '~', size, offset .. '-0', 'p', packet)
-    redis.call('EXPIRE', history, ttl)
-  end
-  redis.call('PUBLISH', ARGV[at + 3], packet)
+  append_one(KEYS[2 * stream - 1], KEYS[2 * stream], candidate, size, ttl, position_ttl,
+    payloads[tonumber(ARGV[at])], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3])
   at = at + 4
 end
 return number`)
@@ -129,6 +165,15 @@ export class RedisStreams {
       keys.push(this.position(chat), this.history(chat))
     }
     return Number(await APPEND.run(this.client, keys, args))
+  }
+
+  /** A durable event as a packet argument of a script that emits (see EMIT_FUNCTIONS). */
+  durableArgument (topic: string, parts: DurableParts): Buffer {
+    const fields = [
+      this.history(topic), this.position(topic), newEpoch(), String(this.retention.size), String(this.retention.ttlSeconds),
+      String(this.retention.positionTtlSeconds), parts.routingHead, parts.payloadHead, JSON.stringify(topic)
+    ]
+    return Buffer.concat([Buffer.from([0]), ...fields.map((field) => Buffer.from(`${Buffer.byteLength(field)}:${field}`))])
   }
 
   async positions (topics: string[]): Promise<StreamPosition[]> {
