@@ -99,15 +99,9 @@ export const SWEEP = new LuaScript(`${EMIT_FUNCTIONS}
 if ARGV[2] == 'dead' and (redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 or redis.call('EXISTS', KEYS[4]) == 1) then
   return {-1, {}}
 end
-local blob, at = ARGV[4], 1
-local function item ()
-  local colon = string.find(blob, ':', at, true)
-  local length = tonumber(string.sub(blob, at, colon - 1))
-  at = colon + length + 1
-  return string.sub(blob, colon + 1, colon + length)
-end
+local item, done = fields_of(ARGV[4], 1)
 local farewells = {}
-while at <= #blob do
+while not done() do
   local connection, packets = item(), {}
   for _ = 1, tonumber(item()) do
     local channel = item()

@@ -58,15 +58,21 @@ end`
  * inside the argument, not in KEYS (not Redis Cluster safe; a later issue).
  */
 export const EMIT_FUNCTIONS = `${APPEND_ONE_FUNCTION}
+-- Reads \`<bytes>:<item>\` fields of a blob from \`start\`: each call the next item; done() once all are read.
+local function fields_of (blob, start)
+  local at = start
+  local function next_field ()
+    local colon = string.find(blob, ':', at, true)
+    local length = tonumber(string.sub(blob, at, colon - 1))
+    at = colon + length + 1
+    return string.sub(blob, colon + 1, colon + length)
+  end
+  return next_field, function () return at > #blob end
+end
+
 local function emit (channel, packet)
   if string.byte(packet, 1) ~= 0 then return redis.call('PUBLISH', channel, packet) end
-  local at = 2
-  local function field ()
-    local colon = string.find(packet, ':', at, true)
-    local length = tonumber(string.sub(packet, at, colon - 1))
-    at = colon + length + 1
-    return string.sub(packet, colon + 1, colon + length)
-  end
+  local field = fields_of(packet, 2)
   local history, meta, candidate, size, ttl, position_ttl = field(), field(), field(), tonumber(field()), field(), field()
   local routing_head, payload_head, name = field(), field(), field()
   append_one(history, meta, candidate, size, ttl, position_ttl, payload_head, routing_head, name, channel)
