@@ -254,3 +254,35 @@ for (const [bus, makeNodes] of [['redis', redisNodes], ['memory', memoryNodes]] 
     closeAll(again)
   })
 }
+
+for (const [bus, makeNodes] of [['redis', redisNodes], ['memory', memoryNodes]] as const) {
+  t.test(`${bus}: sockets that connect with since or history under traffic miss nothing live, whatever the replay held`, async (t) => {
+    const [ingest, node] = await makeNodes(t)
+    const chatUuid = randomUUID()
+    const chat = chatOf(chatUuid)
+    const quiet = await join(node.wsUrl, '/chat', { token: operatorToken(7601, { chat: chatUuid }) })
+    const since = quiet.since()
+    let posting = true
+    const traffic = (async () => {
+      while (posting) await ingest.post('/message', { message: messageOf(chat) })
+    })()
+    const clients: TestClient[] = []
+    for (let index = 0; index < 20; index++) {
+      const query: Record<string, string> = index % 2 === 0 ? { history: '0' } : { since }
+      clients.push(await join(node.wsUrl, '/chat', { token: operatorToken(7602 + index, { chat: chatUuid }), query }))
+    }
+    posting = false
+    await traffic
+    const last = messageOf(chat)
+    await ingest.post('/message', { message: last })
+    for (const client of clients) {
+      await client.waitFor((frame) => frame.data?.message?.id === last.id, 5000, 'the last message')
+      const start = (Object.values(client.frames[0]?.data.streams ?? {})[0] as { offset: number }).offset
+      const offsets = durableFrames(client).map((frame) => frame.offset as number)
+      const from = offsets[0] ?? start + 1
+      t.same(offsets, Array.from({ length: offsets.length }, (_, at) => from + at), 'offsets contiguous: nothing held was dropped')
+      t.ok(from <= start + 1, `from connected's position (${start}) on`)
+    }
+    closeAll(quiet, ...clients)
+  })
+}

@@ -5,6 +5,9 @@ import type { Metrics } from '../metrics.js'
 import { EPOCH_PATTERN, decodePacket, type Outbound } from '../protocol/packet.js'
 import { admits, Topic } from '../protocol/routing.js'
 import { nestedDeeperThan } from '../protocol/json.js'
+import { ErrorCode } from '../protocol/protocol.js'
+import { sendPaced } from './paced.js'
+import { FrameHold } from './writer.js'
 
 export interface RecoveryOptions {
   /** REPLAY_LIMIT: more missed events than this on one stream is not recovered. */
@@ -70,6 +73,8 @@ function parseSince (since: string): Record<string, StreamPosition> | string {
 }
 
 const NOT_RECOVERED = Symbol('not recovered')
+/** Live frames a recovering socket may have waiting behind its replay (at least; 4 send buffers if more). */
+const HOLD_MIN_BYTES = 16 * 1024 * 1024
 
 /**
  * What a socket missed (`since`) or the chat's last events (`history`), read from the streams and
@@ -77,6 +82,29 @@ const NOT_RECOVERED = Symbol('not recovered')
  */
 export class Recovery {
   constructor (readonly hub: Hub, readonly bus: Bus, readonly metrics: Metrics, readonly options: RecoveryOptions) {}
+
+  /**
+   * For a socket that asked for `since` or `history`, just indexed at `positions`: live frames wait in a
+   * hold while the missed ones are read; then `welcome` sends `connected` (false: the socket went), the
+   * replay follows at the client's pace, then what the hold gathered meanwhile, until it stays empty.
+   */
+  async run (connection: Connection, positions: StreamPositions, welcome: (replay: Replay) => boolean): Promise<void> {
+    const hold = connection.hold = new FrameHold(Math.max(4 * connection.limits.maxBufferedBytes, HOLD_MIN_BYTES))
+    const request = connection.recovery ?? {}
+    connection.recovery = undefined
+    const replay = await this.replay(connection, positions, request)
+    if (hold.discard || connection.hold !== hold || !welcome(replay)) return
+    if (request.invalid !== undefined) connection.sendFrame({ type: 'error', data: { code: ErrorCode.invalidPayload, message: request.invalid } })
+    let frames = replay.frames
+    do {
+      if (!await sendPaced(connection, frames)) return
+      frames = hold.frames.splice(0).filter((frame) => {
+        const skipUpTo = frame.stream === undefined ? undefined : replay.skipUpTo.get(frame.stream)
+        return skipUpTo === undefined || (frame.offset as number) > skipUpTo
+      })
+    } while (frames.length > 0)
+    if (connection.hold === hold) connection.hold = undefined
+  }
 
   async replay (connection: Connection, positions: StreamPositions, request: RecoveryRequest): Promise<Replay> {
     const replay: Replay = { streams: { ...positions }, frames: [], skipUpTo: new Map() }

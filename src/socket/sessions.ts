@@ -1,4 +1,3 @@
-import { Socket } from 'node:net'
 import type { RawData, WebSocket } from 'ws'
 import { Admission, type AdmissionOptions, type SocketRequest } from './admission.js'
 import type { Principal } from '../auth.js'
@@ -9,13 +8,10 @@ import type { Hub } from './hub.js'
 import { closeCodeLabel, type Metrics } from '../metrics.js'
 import type { ChatLog } from '../stores/chat-log.js'
 import type { ChatSocket, Presence } from '../stores/presence.js'
-import { CloseCode, ErrorCode, type ServerFrame } from '../protocol/protocol.js'
+import { CloseCode, type ServerFrame } from '../protocol/protocol.js'
 import { Role, type ChatScope, type SocketAttributes } from '../protocol/routing.js'
 import { SocketUpkeep } from './upkeep.js'
 import { parseRecovery, Recovery, type RecoveryOptions, type Replay } from './recovery.js'
-import type { StreamPositions } from './hub.js'
-import { FrameHold } from './writer.js'
-import type { Outbound } from '../protocol/packet.js'
 
 export interface SessionLogger {
   info: (object: object, message: string) => void
@@ -126,65 +122,13 @@ export class SocketSessions {
         // A drain started meanwhile took the sockets indexed then: this one would escape it.
         if (this.draining) connection.close(CloseCode.restarting, 'server restarting')
         else if (connection.recovery === undefined) this.welcome(connection, principal, { streams: positions, frames: [], skipUpTo: new Map() })
-        else {
-          // Live frames wait in a hold while the missed ones are read: connected, replay, then the hold.
-          connection.hold = new FrameHold(Math.max(4 * this.options.limits.maxBufferedBytes, HOLD_MIN_BYTES))
-          void this.recover(connection, principal, positions)
-        }
+        else void this.recovery.run(connection, positions, (replay) => this.welcome(connection, principal, replay))
       })
     }).catch((error: unknown) => {
       // Without its streams' positions the socket could not tell its client where it stands.
       this.log.error({ err: error, connectionId: connection.id }, 'socket registration failed')
       connection.close(CloseCode.restarting, 'streams unavailable: reconnect')
     })
-  }
-
-  private async recover (connection: Connection, principal: Principal, positions: StreamPositions): Promise<void> {
-    const request = connection.recovery ?? {}
-    connection.recovery = undefined
-    const replay = await this.recovery.replay(connection, positions, request)
-    const hold = connection.hold
-    if (hold === undefined || hold.discard) return
-    if (!this.welcome(connection, principal, replay)) return
-    if (request.invalid !== undefined) connection.sendFrame({ type: 'error', data: { code: ErrorCode.invalidPayload, message: request.invalid } })
-    let frames = replay.frames
-    // Live frames keep landing in the hold while the replay drains: it is emptied until it stays empty.
-    while (frames.length > 0) {
-      if (!await this.#paced(connection, frames)) return
-      frames = hold.frames.splice(0).filter((frame) => {
-        const skipUpTo = frame.stream === undefined ? undefined : replay.skipUpTo.get(frame.stream)
-        return skipUpTo === undefined || (frame.offset as number) > skipUpTo
-      })
-    }
-    if (connection.hold === hold) connection.hold = undefined
-  }
-
-  /**
-   * Writes a replay no faster than the client reads it: a recovering client is not a slow consumer
-   * for being sent hundreds of frames at once, but one that stops reading is cut all the same.
-   */
-  async #paced (connection: Connection, frames: Outbound[]): Promise<boolean> {
-    const { socket, limits } = connection
-    let waitedMs = 0
-    for (const frame of frames) {
-      while (socket.bufferedAmount > limits.maxBufferedBytes) {
-        if (socket.readyState !== socket.OPEN || connection.hold?.discard === true) return false
-        if (waitedMs >= REPLAY_STALL_MS) {
-          connection.close(CloseCode.slowConsumer, 'slow consumer')
-          connection.writer.hooks.dropped(connection, 'slow_consumer')
-          return false
-        }
-        const started = Date.now()
-        // A short wait each time: 'drain' fires only once the buffer passed the stream's high-water mark.
-        await drained(socket, Math.min(50, REPLAY_STALL_MS - waitedMs))
-        waitedMs += Date.now() - started
-      }
-      if (connection.hold?.discard === true) return false
-      if (!connection.writer.send(connection, frame.frame, frame.wire, true)) return false
-      // It read something since the last wait: the stall is counted from here.
-      waitedMs = 0
-    }
-    return true
   }
 
   /**
@@ -268,28 +212,6 @@ export class SocketSessions {
     if (connection.attributes.chatUuid === undefined) await this.presence.removeSession(connection.id)
     else await this.presence.leaveChat(connection.id)
   }
-}
-
-/** Live frames a recovering socket may have waiting behind its replay (at least; 4 send buffers if more). */
-const HOLD_MIN_BYTES = 16 * 1024 * 1024
-/** A replay whose client reads nothing for this long (no room for the next frame) is cut as a slow consumer. */
-const REPLAY_STALL_MS = 10_000
-
-/** Resolves when the socket's TCP buffer drained (or it closed, or `ms` passed). */
-async function drained (socket: WebSocket, ms: number): Promise<void> {
-  const stream = (socket as unknown as { _socket?: unknown })._socket
-  if (!(stream instanceof Socket)) return await new Promise((resolve) => setTimeout(resolve, Math.min(ms, 20)))
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      stream.off('drain', done)
-      stream.off('close', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    stream.once('drain', done)
-    stream.once('close', done)
-  })
 }
 
 const CONNECTION = Symbol('connection')
