@@ -58,11 +58,6 @@ const range = (from: number, to: number): number[] => Array.from({ length: to - 
 const chat = (uuid: string, fields: Partial<Chat> = {}): Chat => ({ uuid, ...fields })
 
 function chatLogSuite (t: Test, name: string, make: MakeSubject): void {
-  t.test(`${name}: ids from nextIndex strictly increase per chat, each chat counting on its own`, async (t) => {
-    const { log } = await make(t, {})
-    t.same([await log.nextIndex('a'), await log.nextIndex('a'), await log.nextIndex('b'), await log.nextIndex('a')], [1, 2, 1, 3])
-  })
-
   t.test(`${name}: a chat keeps its messagesPerChat highest ids; a lower id over the bound goes at once`, async (t) => {
     const { log } = await make(t, { messagesPerChat: 3 })
     await log.remember(sized('b', 1, 100))
@@ -232,13 +227,9 @@ t.test('memory: a typing window is one whole second of the clock', async (t) => 
   t.equal(await log.typing('a', 'user:1'), null, 'its last millisecond still counts in it')
 })
 
-t.test('memory: counters, scopes and typists are bounded by maxChats, the least recently used going first', async (t) => {
+t.test('memory: scopes and typists are bounded by maxChats, the least recently used going first', async (t) => {
   let clock = 0
   const log = new MemoryChatLog({ maxChats: 3, typingPerSecond: 1, now: () => clock })
-  for (const chatUuid of ['a', 'b', 'c', 'a']) await log.nextIndex(chatUuid)
-  await log.nextIndex('d')
-  t.equal(await log.nextIndex('a'), 3, 'the active chat keeps counting')
-  t.equal(await log.nextIndex('b'), 1, 'the least recently used counter was forgotten')
   for (const chatUuid of ['a', 'b', 'c']) await log.rememberChat(chat(chatUuid, { widget: { source: 'lk' } }))
   await log.scopeOf('a')
   await log.rememberChat(chat('d', { widget: { source: 'lk' } }))
@@ -359,7 +350,6 @@ t.test('redis: every chat log key expires', async (t) => {
   const client = await readyClient(t)
   const prefix = redis.prefix()
   const log = new RedisChatLog({ client, prefix, messagesPerChat: 1 })
-  await log.nextIndex('a')
   await log.remember(sized('a', 1, 200))
   await log.remember(sized('a', 2, 200))
   await log.remember({ ...sized('b', 1, 200), chat: chat('b', { widget: { source: 'lk' } }) })
@@ -367,7 +357,7 @@ t.test('redis: every chat log key expires', async (t) => {
   await log.typing('a', 'user:1')
   const all = await keys(client, `${prefix}*`)
   t.strictSame(all.map((key) => key.slice(`${prefix}chatlog:`.length)), [
-    'a:counter', 'a:messages', 'a:order', 'a:typing:user%3A1', 'b:messages', 'b:order', 'b:scope',
+    'a:messages', 'a:order', 'a:typing:user%3A1', 'b:messages', 'b:order', 'b:scope',
     'bytes', 'bytes-by-chat', 'c:scope', 'chats'
   ], 'every kind of key is there')
   for (const key of all) {

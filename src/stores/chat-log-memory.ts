@@ -32,7 +32,7 @@ export interface MemoryChatLogOptions {
   maxBytes?: number
   /** update_typing relayed per user and chat per one-second window. */
   typingPerSecond?: number
-  /** Chats whose counter and scope are kept, and user+chat pairs typing in one window. */
+  /** Chats whose scope is kept, and user+chat pairs typing in one window. */
   maxChats?: number
   /** The clock in milliseconds (tests inject one); typing windows are its whole seconds. */
   now?: () => number
@@ -53,7 +53,6 @@ export class MemoryChatLog implements ChatLog {
   readonly #typingPerSecond: number
   readonly #maxChats: number
   readonly #now: () => number
-  readonly #counters: LruMap<string, number>
   readonly #scopes: LruMap<string, RememberedScope>
   /** Insertion order is write order: the first chat is the least recently written. */
   readonly #chats = new Map<string, ChatMessages>()
@@ -67,19 +66,12 @@ export class MemoryChatLog implements ChatLog {
     this.#typingPerSecond = options.typingPerSecond ?? chatLogDefaults.typingPerSecond
     this.#maxChats = options.maxChats ?? 100_000
     this.#now = options.now ?? Date.now
-    this.#counters = new LruMap(this.#maxChats)
     this.#scopes = new LruMap(this.#maxChats)
   }
 
   /** UTF-8 bytes of the messages remembered now, over all chats. */
   get rememberedBytes (): number {
     return this.#bytes
-  }
-
-  async nextIndex (chatUuid: string): Promise<number> {
-    const next = (this.#counters.get(chatUuid) ?? 0) + 1
-    this.#counters.set(chatUuid, next)
-    return next
   }
 
   async remember (message: Message): Promise<void> {

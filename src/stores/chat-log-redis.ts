@@ -18,11 +18,6 @@ export interface RedisChatLogOptions {
   typingPerSecond?: number
 }
 
-const INCREMENT = new LuaScript(`
-local next = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return next`)
-
 /** Merges a scope change into the chat's scope hash; each op is 'keep', 'set' or 'clear'. */
 const MERGE_SCOPE_FUNCTION = `
 local function merge_scope (key, ttl, widget_op, widget, department_op, department)
@@ -137,7 +132,7 @@ return redis.call('HGETALL', KEYS[2])`)
 
 /**
  * The standalone-mode chat log shared by every node, under `<prefix>chatlog:`. Per chat (`<chat>:`):
- * `counter` (INCR, so ids strictly increase whichever node creates the message), `messages` (hash by
+ * `messages` (hash by
  * id) with `order` (ids by score, trimmed to a bound), `scope` (hash: `known`, `widget`, `department`),
  * `typing:<user>` (a one-second counter). Over all chats: `chats` (zset by write sequence), `bytes-by-chat`
  * (hash) and `bytes` (the total), so the budget evicts the least recently written chats first. Every key
@@ -158,12 +153,6 @@ export class RedisChatLog implements ChatLog {
     this.#messagesPerChat = options.messagesPerChat ?? chatLogDefaults.messagesPerChat
     this.#maxBytes = options.maxBytes ?? chatLogDefaults.maxBytes
     this.#typingPerSecond = options.typingPerSecond ?? chatLogDefaults.typingPerSecond
-  }
-
-  async nextIndex (chatUuid: string): Promise<number> {
-    const next = await this.#command('next index', async () =>
-      await INCREMENT.run(this.#client, [this.#key(chatUuid, 'counter')], [this.#ttlSeconds]))
-    return Number(next)
   }
 
   async remember (message: Message): Promise<void> {

@@ -2,13 +2,12 @@ import type { Chat, Message } from '../protocol/protocol.js'
 import { idString, type ChatScope } from '../protocol/routing.js'
 
 /**
- * What the relay remembers about chats in standalone mode: the per-chat message counter, recent
- * messages (so a mark can re-emit the message with its type intact), each chat's scope (so typing and
+ * What the relay remembers about chats in standalone mode (the message counter lives with the chat's
+ * stream, see Bus.append): recent messages (so a mark can re-emit the message with its type intact), each chat's scope (so typing and
  * relay-made messages reach only the consoles whose sources admit the chat) and the typing rate.
- * Bounded: messages per chat and by bytes over all chats, counters and scopes by count.
+ * Bounded: messages per chat and by bytes over all chats, scopes by count.
  */
 export interface ChatLog {
-  nextIndex: (chatUuid: string) => Promise<number>
   /** Remembers the message (replacing one with its id) and merges its chat's scope as rememberChat does. */
   remember: (message: Message) => Promise<void>
   find: (chatUuid: string, messageId: number) => Promise<Message | undefined>
