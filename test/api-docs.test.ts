@@ -9,7 +9,10 @@ import {
   AssignedChat, BatchBody, Chat, clientFrames, CustomersOnlineBody, GlobalBody, MessageBody, OperatorsBody, serverFrames
 } from '../src/protocol/protocol.js'
 import { planDeliveries, type RelayEvent } from '../src/protocol/routing.js'
-import { startRelay } from './helpers/relay.js'
+import { randomUUID } from 'node:crypto'
+import { closeAll, join } from './helpers/client.js'
+import { customerToken, startRelay } from './helpers/relay.js'
+import { chatOf, messageOf } from './helpers/routing-suite.js'
 
 /* Documents are read loosely: JSON from the wire, the assertions say what matters. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -170,6 +173,31 @@ t.test('AsyncAPI: every event the routing plans is listed on its socket, and its
   }
   t.same([...seen].sort(), ['chat_notification', 'chat_updated', 'customer_presence', 'global_updated', 'message_added', 'message_deleted', 'message_updated',
     'operator_updated', 'typing_updated', 'user_connected', 'user_disconnected'], 'the sample covers every routed event')
+})
+
+t.test('AsyncAPI: recovery is documented: stream and offset on every durable frame, connected.streams/recovered, since and history', async (t) => {
+  const relay = await startRelay(t)
+  const doc: Loose = (await relay.app.inject({ method: 'GET', url: '/asyncapi.json' })).json()
+  const durable = ['message_added', 'message_updated', 'message_deleted', 'chat_updated', 'operator_updated', 'global_updated', 'chat_notification', 'customer_presence']
+  for (const type of Object.keys(serverFrames)) {
+    const properties = Object.keys((deref(doc.components.messages[type].payload, doc) as Loose).properties as object)
+    t.equal(properties.includes('stream') && properties.includes('offset'), durable.includes(type), `${type}: stream and offset documented ${durable.includes(type) ? '' : 'not '}(durable: ${String(durable.includes(type))})`)
+  }
+  const connected = (deref(doc.components.messages.connected.payload, doc) as Loose).properties.data
+  t.ok(connected.properties.streams !== undefined && connected.properties.recovered !== undefined, 'connected documents streams and recovered')
+  t.same(Object.keys(doc.channels.chat.bindings.ws.query.properties).sort(), ['chat', 'history', 'since', 'token'], '/chat takes since and history')
+  t.same(Object.keys(doc.channels.broadcast.bindings.ws.query.properties).sort(), ['since', 'token'], '/broadcast takes since')
+  // Frames as they are on the wire fit what is documented.
+  const ajv = new Ajv({ strict: false, allErrors: true })
+  const chat = randomUUID()
+  const client = await join(relay.wsUrl, '/chat', { token: customerToken(1, chat) })
+  t.teardown(() => closeAll(client))
+  await relay.post('/message', { message: messageOf(chatOf(chat)) })
+  const added = await client.next('message_added')
+  for (const frame of [client.frames[0], added]) {
+    const validate = ajv.compile(deref(doc.components.messages[frame?.type as string].payload, doc) as object)
+    t.ok(validate(frame), `${String(frame?.type)} as sent fits its payload ${JSON.stringify(validate.errors ?? [])}`)
+  }
 })
 
 t.test('AsyncAPI: every event name written in the code is in the document', async (t) => {

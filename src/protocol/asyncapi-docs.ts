@@ -160,7 +160,7 @@ export const closeCodeDocs: Record<keyof typeof CloseCode, string> = {
   abuse: 'sustained rate-limit or invalid-frame abuse, or over `MAX_SOCKETS_PER_USER` (per chat room, or `/broadcast` per operator, over all nodes) or `MAX_CONNECTIONS_PER_IP`',
   tooLarge: 'frame larger than `MAX_FRAME_BYTES`',
   unsupportedData: 'a binary frame: the protocol is JSON text frames',
-  restarting: 'server restarting (drain): reconnect, the load balancer sends you to another node',
+  restarting: 'server restarting (drain), its streams unreadable, or a stream gap it cannot repair: reconnect with since, the load balancer sends you to another node',
   slowConsumer: 'slow consumer: the send buffer passed `MAX_BUFFERED_BYTES`'
 }
 
@@ -173,7 +173,11 @@ export const AUTH = 'Authentication: a JWT in the `token` query parameter (brows
   'HS256 with `JWT_SECRET`, or RS256/ES256 with `JWT_PUBLIC_KEY`; other algorithms are refused. A refused socket ' +
   'is upgraded and then closed with 4401/4403 before any other frame.'
 
-export const WIRE = 'Every frame is a JSON text frame `{"type": "<event>", "data": {...}}`. Unknown extra fields in payloads ' +
+export const WIRE = 'Every frame is a JSON text frame `{"type": "<event>", "data": {...}}`. Durable events (messages, chat, ' +
+  'operator and global updates, notifications, customer_presence) also carry `stream` and `offset`: reconnect with ' +
+  '`since` (base64url JSON `{<stream>: {epoch, offset}}`, epochs from `connected.streams`) and the relay sends ' +
+  '`connected {recovered: true}`, every missed frame in offset order, then live ones; `recovered: false` means refetch ' +
+  'from the backend. Unknown extra fields in payloads ' +
   'pass through untouched. The relay pings every socket periodically and terminates sockets that stop answering. ' +
   'Client events are rate limited per socket: over the limit a frame is answered with `error` `rate_limited`, and ' +
   'sustained abuse closes the socket with 4429.'

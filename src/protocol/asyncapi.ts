@@ -76,6 +76,11 @@ export function buildAsyncApi (options: AsyncApiOptions): JsonObject {
     }
   })
   const tokenParameter: JsonObject = { type: 'string', description: 'the JWT (or use the Authorization header)' }
+  const sinceParameter: JsonObject = {
+    type: 'string',
+    pattern: '^[A-Za-z0-9_-]*={0,2}$',
+    description: 'recover what was missed: base64url of JSON {<stream>: {epoch, offset}}, the last offset received per stream'
+  }
 
   const operations: Record<string, JsonObject> = {}
   for (const type of clientTypes) {
@@ -133,7 +138,12 @@ export function buildAsyncApi (options: AsyncApiOptions): JsonObject {
         messages: channelMessages([...clientTypes, ...serverEventsOn('chat')]),
         bindings: wsBinding({
           type: 'object',
-          properties: { token: tokenParameter, chat: { type: 'string', description: 'optional; must equal the token\'s chat claim' } }
+          properties: {
+            token: tokenParameter,
+            chat: { type: 'string', description: 'optional; must equal the token\'s chat claim' },
+            since: sinceParameter,
+            history: { type: 'string', pattern: '^[0-9]+$', description: 'the last N durable frames this socket may see (N at most HISTORY_SIZE), sent after connected; ignored with since' }
+          }
         })
       },
       broadcast: {
@@ -142,7 +152,7 @@ export function buildAsyncApi (options: AsyncApiOptions): JsonObject {
         description: `Operators only (\`role: operator\`, else close 4403); every chat the operator may see. ${SOURCES_RULE} ` +
           'The console sends no client events.',
         messages: channelMessages(serverEventsOn('broadcast')),
-        bindings: wsBinding({ type: 'object', properties: { token: tokenParameter } })
+        bindings: wsBinding({ type: 'object', properties: { token: tokenParameter, since: sinceParameter } })
       }
     },
     operations,

@@ -135,6 +135,19 @@ function frame<Name extends string, Data extends TSchema> (type: Name, data: Dat
   return Type.Object({ type: Type.Literal(type), data }, { $id: type })
 }
 
+/**
+ * A durable frame (SPEC Recovery): `stream` and `offset` beside `type` and `data`. Optional in the
+ * schema because the relay adds them when the event's stream numbers it; every one on the wire has both.
+ */
+function durableFrame<Name extends string, Data extends TSchema> (type: Name, data: Data) {
+  return Type.Object({
+    type: Type.Literal(type),
+    data,
+    stream: Type.Optional(Type.String({ description: 'the stream this event belongs to (opaque; see connected.streams)' })),
+    offset: Type.Optional(Type.Integer({ minimum: 1, description: '+1 per event of the stream; reconnect with since to get what you missed' }))
+  }, { $id: type })
+}
+
 export const SendMessageFrame = frame('send_message', SendMessageData)
 export const MarkMessageDeliveredFrame = frame('mark_message_delivered', MarkMessageData)
 export const MarkMessageReadFrame = frame('mark_message_read', MarkMessageData)
@@ -170,9 +183,9 @@ export const serverFrames = {
     })),
     recovered: Type.Optional(Type.Boolean({ description: 'present when the client sent since: true when every missed durable frame follows' }))
   })),
-  message_added: frame('message_added', Type.Object({ message: Message })),
-  message_updated: frame('message_updated', Type.Object({ message: Message })),
-  message_deleted: frame('message_deleted', Type.Object({ message: Type.Object({ id: Type.Integer(), chat: ChatRef }) })),
+  message_added: durableFrame('message_added', Type.Object({ message: Message })),
+  message_updated: durableFrame('message_updated', Type.Object({ message: Message })),
+  message_deleted: durableFrame('message_deleted', Type.Object({ message: Type.Object({ id: Type.Integer(), chat: ChatRef }) })),
   message_not_added: frame('message_not_added', Type.Object({
     reason: Type.String(),
     client_message_id: Type.Optional(Type.Union([Type.String(), Type.Integer()])),
@@ -186,11 +199,11 @@ export const serverFrames = {
   })),
   user_connected: frame('user_connected', Type.Object({ chat: ChatRef, user: User })),
   user_disconnected: frame('user_disconnected', Type.Object({ chat: ChatRef, user: User })),
-  chat_updated: frame('chat_updated', Type.Object({ chat: Chat })),
-  operator_updated: frame('operator_updated', Type.Object({ operators: Type.Array(Operator) })),
-  global_updated: frame('global_updated', GlobalBody),
-  chat_notification: frame('chat_notification', Type.Object({ chat: AssignedChat })),
-  customer_presence: frame('customer_presence', Type.Object({ chat: ChatRef, user: User, online: Type.Boolean() })),
+  chat_updated: durableFrame('chat_updated', Type.Object({ chat: Chat })),
+  operator_updated: durableFrame('operator_updated', Type.Object({ operators: Type.Array(Operator) })),
+  global_updated: durableFrame('global_updated', GlobalBody),
+  chat_notification: durableFrame('chat_notification', Type.Object({ chat: AssignedChat })),
+  customer_presence: durableFrame('customer_presence', Type.Object({ chat: ChatRef, user: User, online: Type.Boolean() })),
   error: frame('error', Type.Object({ code: Type.String(), message: Type.String() }))
 } as const
 export type ServerEventType = keyof typeof serverFrames
