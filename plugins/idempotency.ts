@@ -84,7 +84,9 @@ export default fp(async (app) => {
     const run = runs.get(request)
     if (run === undefined) return payload
     runs.delete(request)
-    await run.finish(reply.statusCode, answerText(payload))
+    // A route that published only part of its work (a batch that stopped at a 503) is not stored: the
+    // retry with the same key publishes the rest, each event at most once (Bus.append `once`).
+    await run.finish(request.idempotentIncomplete ? 503 : reply.statusCode, answerText(payload))
     return payload
   }
 
@@ -112,6 +114,7 @@ export default fp(async (app) => {
     releaseUnanswered(request).then(() => done(), done)
   }
 
+  app.decorateRequest('idempotentIncomplete', false)
   app.addHook('onRoute', (route) => {
     if (route.config?.idempotent !== true) return
     route.schema = withIdempotencyKey(route.schema)
@@ -120,3 +123,10 @@ export default fp(async (app) => {
     route.onResponse = [...asList(route.onResponse).flat(), releaseHook] as RouteOptions['onResponse']
   })
 }, { name: 'idempotency', dependencies: ['config', 'metrics', 'stores'] })
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by a route that answered with part of its work not done: its Idempotency-Key is released, not stored. */
+    idempotentIncomplete: boolean
+  }
+}

@@ -13,6 +13,7 @@ export default fp(async (app) => {
   const { config, metrics } = app
   app.decorate('publisher', new Publisher(app.stores.bus, app.stores.chatLog, metrics, {
     timeoutMs: config.PUBLISH_TIMEOUT_MS,
-    rememberMessages: config.WEBHOOK_URL === undefined
+    rememberMessages: config.WEBHOOK_URL === undefined,
+    onceTtlSeconds: config.IDEMPOTENCY_TTL_S
   }))
 }, { name: 'publisher', dependencies: ['config', 'metrics', 'stores'] })

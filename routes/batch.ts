@@ -3,7 +3,7 @@ import { Compile } from 'typebox/compile'
 import { BatchBody, BatchResults, type PublishingRoute } from '../src/protocol/protocol.js'
 import type { RelayEvent } from '../src/protocol/routing.js'
 import { StoreUnavailableError } from '../src/stores/store-errors.js'
-import { errors, publishingRoutes, security, type PublishingRouteSpec } from './ingest.js'
+import { errors, IDEMPOTENCY_FIELD, publishingRoutes, security, type PublishingRouteSpec } from './ingest.js'
 
 interface Refusal { status: number, error: string }
 type BatchResult = { ok: true } | Refusal
@@ -50,6 +50,7 @@ const batch: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const results: BatchResult[] = []
+    const key = request.headers[IDEMPOTENCY_FIELD]
     let stopped: string | undefined
     for (const [index, { route, body }] of request.body.events.entries()) {
       if (stopped !== undefined) {
@@ -62,7 +63,7 @@ const batch: FastifyPluginAsyncTypebox = async (app) => {
         continue
       }
       try {
-        await app.publisher.publish(prepared.event, publishingRoutes[route].source)
+        await app.publisher.publish(prepared.event, publishingRoutes[route].source, typeof key === 'string' ? { once: `/batch ${key} ${index}` } : {})
         results.push({ ok: true })
       } catch (error) {
         if (error instanceof StoreUnavailableError) {
@@ -73,6 +74,7 @@ const batch: FastifyPluginAsyncTypebox = async (app) => {
           results.push({ status: 500, error: 'internal error' })
         }
         stopped = `not published: event ${index} of the batch failed`
+        request.idempotentIncomplete = true
       }
     }
     return { results }

@@ -4,6 +4,7 @@ import {
   AssignedChat, Chat, GlobalBody, HttpError, MessageBody, Ok, OperatorsBody, unroutableField, type PublishingRoute
 } from '../src/protocol/protocol.js'
 import type { RelayEvent } from '../src/protocol/routing.js'
+import { IDEMPOTENCY_HEADER } from '../src/idempotency.js'
 
 export const errors = { 400: HttpError, 401: HttpError, 413: HttpError, 415: HttpError, 503: HttpError }
 export const security = [{ apiToken: [] }]
@@ -54,6 +55,9 @@ function publishing<Body extends TSchema> (summary: string, body: Body) {
   return { schema: { summary, body, response: { 200: Ok, ...errors }, security }, config: { idempotent: true } }
 }
 
+/** The Idempotency-Key header as Node names it: a request that carries one publishes at most once under it. */
+export const IDEMPOTENCY_FIELD = IDEMPOTENCY_HEADER.toLowerCase()
+
 /**
  * HTTP ingest for backends. Each route validates (schema), publishes through the core, and answers
  * 200 only after the bus accepted the event.
@@ -62,7 +66,8 @@ const ingest: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onRequest', app.auth.requireApiToken)
   for (const [url, spec] of Object.entries(publishingRoutes) as Array<[PublishingRoute, PublishingRouteSpec]>) {
     app.post(url, publishing(spec.summary, spec.body), async (request) => {
-      await app.publisher.publish(spec.toEvent(request.body), spec.source)
+      const key = request.headers[IDEMPOTENCY_FIELD]
+      await app.publisher.publish(spec.toEvent(request.body), spec.source, typeof key === 'string' ? { once: `${url} ${key}` } : {})
       return { ok: true as const }
     })
   }

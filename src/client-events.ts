@@ -67,7 +67,7 @@ export class ClientEvents {
     }
     try {
       if (this.webhook === null) {
-        await this.publisher.publish(await this.createMessage(connection, frame), 'send_message', true)
+        await this.publisher.publish(await this.createMessage(connection, frame), 'send_message', { numbered: true })
         return
       }
       const event = await this.forwarded(connection, frame, 'message_added')

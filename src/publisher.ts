@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import type { Bus, DurableEvent } from './stores/bus.js'
+import { ALREADY_APPENDED, type Bus, type DurableEvent } from './stores/bus.js'
 import { BusUnavailableError } from './stores/store-errors.js'
 import type { ChatLog } from './stores/chat-log.js'
 import type { Metrics } from './metrics.js'
@@ -15,6 +15,16 @@ import { audienceTopics, planDeliveries, type RelayEvent } from './protocol/rout
 const NUMBER_MARK = `\u0001${randomBytes(12).toString('hex')}\u0001`
 const NUMBER_MARK_JSON = JSON.stringify(NUMBER_MARK)
 
+export interface PublishOptions {
+  /** A message the relay made: see `publish`. */
+  numbered?: boolean
+  /**
+   * Publish at most once under this token (route and Idempotency-Key): a first attempt answered 503
+   * whose append reached Redis late is not published a second time by the retry (which answers 200).
+   */
+  once?: string
+}
+
 /** Events kept in streams and replayed (SPEC Recovery); the rest are ephemeral. */
 function isDurable (event: RelayEvent): boolean {
   return event.kind !== 'typing' && event.kind !== 'presence'
@@ -29,7 +39,7 @@ export class Publisher {
     readonly bus: Bus,
     readonly chatLog: ChatLog,
     readonly metrics: Metrics,
-    readonly options: { timeoutMs: number, rememberMessages: boolean }
+    readonly options: { timeoutMs: number, rememberMessages: boolean, onceTtlSeconds: number }
   ) {}
 
   /**
@@ -37,7 +47,8 @@ export class Publisher {
    * its chat's counter in the same step that appends it, so numbers grow in the order every socket gets
    * them.
    */
-  async publish (event: RelayEvent, source: string, numbered = false): Promise<void> {
+  async publish (event: RelayEvent, source: string, options: PublishOptions = {}): Promise<void> {
+    const numbered = options.numbered === true
     if (!this.bus.isReady()) {
       this.metrics.eventsRejected.inc({ source })
       throw new BusUnavailableError('bus is not connected')
@@ -47,8 +58,8 @@ export class Publisher {
       // Recorded first: a record that fails publishes nothing, a publish that fails leaves a record
       // the retry of the same event writes again.
       if (!numbered) await this.record(event)
-      const number = await withTimeout(this.#send(event, numbered), this.options.timeoutMs)
-      if (numbered && event.kind === 'message') published = { ...event.message, id: number, message_index: number }
+      const number = await withTimeout(this.#send(event, numbered, options.once), this.options.timeoutMs)
+      if (numbered && event.kind === 'message' && number !== ALREADY_APPENDED) published = { ...event.message, id: number, message_index: number }
 
     } catch (error) {
       this.metrics.eventsRejected.inc({ source })
@@ -61,7 +72,7 @@ export class Publisher {
     }
   }
 
-  async #send (event: RelayEvent, numbered: boolean): Promise<number> {
+  async #send (event: RelayEvent, numbered: boolean, once: string | undefined): Promise<number> {
     const acceptedAt = Date.now()
     const deliveries = planDeliveries(numbered && event.kind === 'message' ? withNumberMark(event) : event)
     if (!isDurable(event)) {
@@ -84,6 +95,7 @@ export class Publisher {
       for (const topic of audienceTopics(delivery.audience)) durable.appends.push({ topic, routingHead, payload })
     }
     if (numbered && event.kind === 'message') durable.numbered = { chatUuid: event.message.chat.uuid }
+    if (once !== undefined) durable.once = { token: once, ttlSeconds: this.options.onceTtlSeconds }
     return await this.bus.append(durable)
   }
 

@@ -343,6 +343,38 @@ t.test('redis: a first request answered 503 while Redis hangs, retried once it a
   t.equal(count(watcher, marker), 1, `published exactly once (answers: ${seen.join(', ')})`)
 })
 
+t.test('redis: an append answered 503 that reaches Redis late is not published again by the retry with the same key', async (t) => {
+  const redis = await startRedis(t)
+  const [relay] = await startCluster(t, redis, 1, { PUBLISH_TIMEOUT_MS: '500' })
+  if (relay === undefined) throw new Error('no node')
+  const watcher = await console_(t, relay)
+  for (const [path, body] of [['/global', (marker: string) => ({ marker })], ['/batch', (marker: string) => ({ events: [{ route: '/global', body: { marker } }] })]] as const) {
+    const marker = randomUUID()
+    const key = `late-${marker}`
+    // The key is claimed, then the append reaches Redis only after PUBLISH_TIMEOUT_MS (a slow network
+    // or a busy Redis): the request is answered 503, and the append still runs, late.
+    const { bus } = relay.app.stores
+    const append = bus.append.bind(bus)
+    bus.append = async (event) => {
+      bus.append = append
+      await new Promise((resolve) => setTimeout(resolve, 800))
+      return await append(event)
+    }
+    const first = await post(relay, path, body(marker), key)
+    const refused = path === '/batch' ? JSON.parse(first.body).results[0].status : first.statusCode
+    t.equal(refused, 503, `${path}: the first attempt is a 503`)
+    await watcher.waitFor(carries(marker), 5000, 'the late append')
+    const seen: number[] = []
+    await eventually(async () => {
+      const answer = await post(relay, path, body(marker), key)
+      seen.push(answer.statusCode)
+      return answer.statusCode === 200 && (path !== '/batch' || JSON.parse(answer.body).results[0].ok === true)
+    }, 10_000, 'a 200 for the retry', 200)
+    await barrier(relay, [watcher])
+    t.equal(count(watcher, marker), 1, `${path}: published exactly once (retry answers: ${seen.join(', ')})`)
+  }
+})
+
 t.test('OpenAPI: Idempotency-Key is an optional header of every publishing route, with the 409 and 422 answers', async (t) => {
   const relay = await startRelay(t)
   // eslint-disable-next-line @typescript-eslint/no-explicit-any

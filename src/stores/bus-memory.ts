@@ -1,4 +1,4 @@
-import { defaultRetention, newEpoch, type Bus, type BusState, type DurableEvent, type PacketHandler, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
+import { ALREADY_APPENDED, defaultRetention, newEpoch, type Bus, type BusState, type DurableEvent, type PacketHandler, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
 import { BusUnavailableError } from './store-errors.js'
 import { durablePacket } from '../protocol/packet.js'
 import { Topic } from '../protocol/routing.js'
@@ -36,6 +36,8 @@ export class MemoryBus implements Bus {
   readonly #topics = new Set<string>()
   readonly #positions = new Map<string, Position>()
   readonly #histories = new Map<string, History>()
+  /** Once tokens of Bus.append and when they expire, in the order they were taken. */
+  readonly #once = new Map<string, number>()
   readonly #retention: StreamRetention
   readonly #maxHistoryBytes: number
   readonly #now: () => number
@@ -63,6 +65,12 @@ export class MemoryBus implements Bus {
 
   async append (event: DurableEvent): Promise<number> {
     if (this.#closed) throw new BusUnavailableError('bus is closed')
+    if (event.once !== undefined) {
+      const now = this.#now()
+      if ((this.#once.get(event.once.token) ?? 0) > now) return ALREADY_APPENDED
+      this.#once.delete(event.once.token)
+      this.#once.set(event.once.token, now + event.once.ttlSeconds * 1000)
+    }
     let number = 0
     if (event.numbered !== undefined) {
       const position = this.#position(Topic.chat(event.numbered.chatUuid))
@@ -132,6 +140,11 @@ export class MemoryBus implements Bus {
   /** Forgets histories and positions idle past their retention (oldest first: the maps are in recency order). */
   sweep (): void {
     const now = this.#now()
+    // Taken in time order with one TTL (IDEMPOTENCY_TTL_S): the oldest expire first.
+    for (const [token, expiresAt] of this.#once) {
+      if (expiresAt > now) break
+      this.#once.delete(token)
+    }
     for (const [topic, history] of this.#histories) {
       if (now - history.writtenAt < this.#retention.ttlSeconds * 1000) break
       this.#dropHistory(topic, history)

@@ -33,6 +33,12 @@ export interface DurableEvent {
   appends: Append[]
   /** A message the relay makes (standalone mode): the chat whose counter numbers it. */
   numbered?: { chatUuid: string }
+  /**
+   * Published at most once under this token (an ingest request's Idempotency-Key and route), for as
+   * long as the token is kept: an append that timed out and landed late is not published again by
+   * the retry, and a batch retried after a 503 publishes only the events it had not.
+   */
+  once?: { token: string, ttlSeconds: number }
 }
 
 export interface StreamRead {
@@ -64,7 +70,8 @@ export interface Bus {
   publish: (topic: string, packet: Buffer) => Promise<void>
   /**
    * Durable: numbers the event in each of its streams, keeps it, and publishes it, all or nothing.
-   * Resolves with the message number when `numbered` (else 0); rejects with BusUnavailableError.
+   * Resolves with the message number when `numbered` (else 0), ALREADY_APPENDED when `once` was used
+   * before; rejects with BusUnavailableError.
    */
   append: (event: DurableEvent) => Promise<number>
   /** The positions of streams, making an epoch for a stream that has none. */
@@ -90,6 +97,9 @@ export interface StreamRetention {
 }
 
 export const defaultRetention: StreamRetention = { size: 100, ttlSeconds: 600, positionTtlSeconds: 7 * 24 * 3600 }
+
+/** What Bus.append answers for an event whose `once` token was already published. */
+export const ALREADY_APPENDED = -1
 
 /** A fresh epoch: random, in EPOCH_PATTERN's characters. */
 export function newEpoch (): string {

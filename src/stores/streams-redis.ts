@@ -84,21 +84,23 @@ for i = 1, #ARGV, 2 do emit(ARGV[i], ARGV[i + 1]) end
 return 1`)
 
 /**
- * KEYS: history and position of each stream, then (numbered) the chat's position and history. ARGV: stream
- * count, epoch candidate, history size, history TTL, position TTL, payload count, each payload as its
- * piece count and pieces, then per stream: payload index, routing head, name as JSON, channel. All of
- * an event's streams in one step: it is published everywhere or nowhere.
+ * KEYS: history and position of each stream, then (numbered) the chat's position and history, then (once)
+ * the once key. ARGV: stream count, epoch candidate, history size, history TTL, position TTL, once TTL
+ * ('' for none), numbered ('1' or ''), payload count, each payload as its piece count and pieces, then per stream: payload
+ * index, routing head, name as JSON, channel. All of an event's streams in one step: it is published
+ * everywhere or nowhere, and under a once key at most once (-1: it was).
  */
 const APPEND = new LuaScript(`${APPEND_ONE_FUNCTION}
 local count, candidate, size, ttl, position_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+if ARGV[6] ~= '' and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[6]) then return -1 end
 local number = 0
-if KEYS[2 * count + 1] then
+if ARGV[7] == '1' then
   position(KEYS[2 * count + 1], KEYS[2 * count + 2], candidate, position_ttl, nil)
   number = redis.call('HINCRBY', KEYS[2 * count + 1], 'n', 1)
 end
-local at = 7
+local at = 9
 local payloads = {}
-for index = 1, tonumber(ARGV[6]) do
+for index = 1, tonumber(ARGV[8]) do
   local pieces = tonumber(ARGV[at])
   payloads[index] = table.concat(ARGV, tostring(number), at + 1, at + pieces)
   at = at + pieces + 1
@@ -159,7 +161,7 @@ export class RedisStreams {
     const keys: string[] = []
     const args: Array<string | number> = [
       event.appends.length, newEpoch(), this.retention.size, this.retention.ttlSeconds,
-      this.retention.positionTtlSeconds, event.payloads.length
+      this.retention.positionTtlSeconds, event.once === undefined ? '' : event.once.ttlSeconds, event.numbered === undefined ? '' : '1', event.payloads.length
     ]
     for (const pieces of event.payloads) args.push(pieces.length, ...pieces)
     for (const { topic, routingHead, payload } of event.appends) {
@@ -170,6 +172,7 @@ export class RedisStreams {
       const chat = Topic.chat(event.numbered.chatUuid)
       keys.push(this.position(chat), this.history(chat))
     }
+    if (event.once !== undefined) keys.push(`${this.prefix}once:${event.once.token}`)
     return Number(await APPEND.run(this.client, keys, args))
   }
 
