@@ -1,0 +1,5 @@
+export { connectChat, SendError } from './chat.js'
+export { connectConsole } from './console.js'
+export { encodeSince } from './streams.js'
+export { CLIENT_TIMEOUT } from './policy.js'
+export type * from './types.js'
