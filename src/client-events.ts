@@ -45,6 +45,9 @@ export class ClientEvents {
         return await this.mark(connection, frame)
       case 'update_typing':
         return await this.typing(connection, frame)
+      case 'ping':
+        connection.sendFrame({ type: 'pong', data: {} })
+        return
       default: {
         const unknownFrame: never = frame
         throw new Error(`unhandled client event ${JSON.stringify(unknownFrame)}`)
@@ -108,7 +111,7 @@ export class ClientEvents {
   }
 
   /** The backend's answer to a forwarded client event, as the event to publish (none: it publishes itself). */
-  private async forwarded (connection: Connection, frame: ClientFrame, event: MessageEvent['event']): Promise<MessageEvent | undefined> {
+  private async forwarded (connection: Connection, frame: SendMessage | MarkFrame, event: MessageEvent['event']): Promise<MessageEvent | undefined> {
     if (this.webhook === null) return undefined
     const result = await this.webhook.call({
       event: frame.type,

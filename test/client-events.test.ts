@@ -80,7 +80,23 @@ t.test('bad frames get an error with a code and the socket stays usable', async 
   customer.send({ type: 'send_message', data: { text: 'still here' } })
   await customer.waitFor((f) => f.type === 'message_added' && f.data.message.text === 'still here')
   console1.send({ type: 'send_message', data: { text: 'x' } })
-  t.equal((await console1.next('error')).data.code, 'unknown_type', '/broadcast takes no client events')
+  t.equal((await console1.next('error')).data.code, 'unknown_type', '/broadcast takes no client events but ping')
+})
+
+t.test('ping {} is answered pong {} on both endpoints, to that socket only, and counts against the rate limit', async (t) => {
+  const relay = await startRelay(t, { RATE_LIMIT_PER_SEC: '1', RATE_LIMIT_BURST: '2' })
+  const customer = await join(relay.wsUrl, '/chat', { token: customerToken(1, 'ping-chat') })
+  const neighbour = await join(relay.wsUrl, '/chat', { token: customerToken(2, 'ping-chat') })
+  const console1 = await join(relay.wsUrl, '/broadcast', { token: operatorToken(3) })
+  t.teardown(() => closeAll(customer, neighbour, console1))
+  customer.send({ type: 'ping', data: {} })
+  t.same((await customer.next('pong')).data, {}, '/chat: pong {}')
+  console1.send({ type: 'ping' })
+  t.same((await console1.next('pong')).data, {}, '/broadcast: pong {}, data optional')
+  customer.send({ type: 'ping', data: {} })
+  customer.send({ type: 'ping', data: {} })
+  t.equal((await customer.next('error')).data.code, 'rate_limited', 'a third ping within the burst is rate limited')
+  t.same(neighbour.ofType('pong'), [], 'nobody else hears it')
 })
 
 t.test('rate limit: error rate_limited, then close 4429 under sustained abuse', async (t) => {

@@ -19,6 +19,8 @@ interface ServerEventDoc {
 }
 
 interface ClientEventDoc {
+  /** The sockets that take it (default: /chat). */
+  endpoints?: readonly Endpoint[]
   summary: string
   effect: string
   /** What the relay answers with, on the same /chat socket or the room. */
@@ -113,12 +115,17 @@ export const serverEventDocs: Record<ServerEventType, ServerEventDoc> = {
       '(`online: false`); never a chat room, never for operators, not for a second socket. A chat whose scope the ' +
       `relay was not told when the customer connected reaches only sessions without \`sources\`. ${SOURCES_RULE}`
   },
+  pong: {
+    endpoints: ['chat', 'broadcast'],
+    summary: 'The answer to a client `ping`',
+    routing: 'Only the socket that sent `ping`.'
+  },
   error: {
     endpoints: ['chat', 'broadcast'],
     summary: 'A frame of this socket was refused or failed',
     routing: 'To the socket whose frame failed; the socket stays open (until abuse closes it with 4429). `code` is one of: ' +
       `${Object.values(ErrorCode).map((code) => `\`${code}\``).join(', ')}. ` +
-      '`/broadcast` accepts no client events: any frame there is answered with `unknown_type`.'
+      '`/broadcast` accepts only `ping`: any other frame there is answered with `unknown_type`.'
   }
 }
 
@@ -151,6 +158,13 @@ export const clientEventDocs: Record<ClientEventType, ClientEventDoc> = {
     summary: 'Typing indicator',
     effect: 'Never sent to the backend: relayed at once as `typing_updated` (see its routing).',
     replies: ['typing_updated', 'error']
+  },
+  ping: {
+    endpoints: ['chat', 'broadcast'],
+    summary: 'Application-level ping (browsers cannot see WebSocket pings)',
+    effect: 'Answered with `pong {}` on the same socket, after the socket\'s earlier client events; counted against the ' +
+      'socket\'s rate limit like any client frame. A client that hears nothing for a while after a ping reconnects.',
+    replies: ['pong', 'error']
   }
 }
 

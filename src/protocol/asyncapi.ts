@@ -39,6 +39,14 @@ export function serverEventsOn (endpoint: Endpoint): ServerEventType[] {
   return (Object.keys(serverEventDocs) as ServerEventType[]).filter((type) => serverEventDocs[type].endpoints.includes(endpoint))
 }
 
+function clientEndpointsOf (type: ClientEventType): readonly Endpoint[] {
+  return clientEventDocs[type].endpoints ?? ['chat']
+}
+
+export function clientTypesOn (endpoint: Endpoint): ClientEventType[] {
+  return (Object.keys(clientEventDocs) as ClientEventType[]).filter((type) => clientEndpointsOf(type).includes(endpoint))
+}
+
 export interface AsyncApiOptions {
   /** host[:port] clients connect to (the default of the `host` server variable). */
   host: string
@@ -53,7 +61,8 @@ export function buildAsyncApi (options: AsyncApiOptions): JsonObject {
     ({ name: type, title: type, summary, description, contentType: 'application/json', payload: hoistSchemas(schema, schemas) })
   for (const [type, schema] of Object.entries(clientFrames) as Array<[ClientEventType, TSchema]>) {
     const doc = clientEventDocs[type]
-    messages[type] = message(type, schema, doc.summary, `Client → relay, on \`/chat\` only. ${doc.effect}`)
+    const on = clientEndpointsOf(type).map((endpoint) => `\`/${endpoint}\``).join(' and ')
+    messages[type] = message(type, schema, doc.summary, `Client → relay, on ${on}. ${doc.effect}`)
   }
   for (const [type, schema] of Object.entries(serverFrames) as Array<[ServerEventType, TSchema]>) {
     const doc = serverEventDocs[type]
@@ -85,16 +94,19 @@ export function buildAsyncApi (options: AsyncApiOptions): JsonObject {
   const operations: Record<string, JsonObject> = {}
   for (const type of clientTypes) {
     const doc = clientEventDocs[type]
-    operations[`receive${pascal(type)}`] = {
-      action: 'receive',
-      channel: ref('#/channels/chat'),
-      title: `${type} (client → relay)`,
-      summary: doc.summary,
-      description: doc.effect,
-      messages: [ref(`#/channels/chat/messages/${type}`)],
-      reply: {
-        channel: ref('#/channels/chat'),
-        messages: doc.replies.map((reply) => ref(`#/channels/chat/messages/${reply}`))
+    for (const endpoint of clientEndpointsOf(type)) {
+      const suffix = clientEndpointsOf(type).length > 1 ? `On${pascal(endpoint)}` : ''
+      operations[`receive${pascal(type)}${suffix}`] = {
+        action: 'receive',
+        channel: ref(`#/channels/${endpoint}`),
+        title: `${type} (client → relay)`,
+        summary: doc.summary,
+        description: doc.effect,
+        messages: [ref(`#/channels/${endpoint}/messages/${type}`)],
+        reply: {
+          channel: ref(`#/channels/${endpoint}`),
+          messages: doc.replies.map((reply) => ref(`#/channels/${endpoint}/messages/${reply}`))
+        }
       }
     }
   }
@@ -135,7 +147,7 @@ export function buildAsyncApi (options: AsyncApiOptions): JsonObject {
         title: 'One chat room',
         description: 'A customer (`role: user`) or an operator in one chat: the chat is the token\'s `chat` claim ' +
           '(an optional `chat` query parameter must equal it, else 4403); a client can never join another chat.',
-        messages: channelMessages([...clientTypes, ...serverEventsOn('chat')]),
+        messages: channelMessages([...clientTypesOn('chat'), ...serverEventsOn('chat')]),
         bindings: wsBinding({
           type: 'object',
           properties: {
@@ -150,8 +162,8 @@ export function buildAsyncApi (options: AsyncApiOptions): JsonObject {
         address: '/broadcast',
         title: 'Operator console',
         description: `Operators only (\`role: operator\`, else close 4403); every chat the operator may see. ${SOURCES_RULE} ` +
-          'The console sends no client events.',
-        messages: channelMessages(serverEventsOn('broadcast')),
+          'The console sends no client events but `ping`.',
+        messages: channelMessages([...clientTypesOn('broadcast'), ...serverEventsOn('broadcast')]),
         bindings: wsBinding({ type: 'object', properties: { token: tokenParameter, since: sinceParameter } })
       }
     },

@@ -153,15 +153,19 @@ export const MarkMessageDeliveredFrame = frame('mark_message_delivered', MarkMes
 export const MarkMessageReadFrame = frame('mark_message_read', MarkMessageData)
 export const UpdateTypingFrame = frame('update_typing', UpdateTypingData)
 
+/** Browsers cannot see WebSocket pings: a client may ask for a `pong` frame (both endpoints; `data` optional). */
+export const PingFrame = Type.Object({ type: Type.Literal('ping'), data: Type.Optional(Type.Object({}, open)) }, { $id: 'ping' })
+
 export const clientFrames = {
   send_message: SendMessageFrame,
   mark_message_delivered: MarkMessageDeliveredFrame,
   mark_message_read: MarkMessageReadFrame,
-  update_typing: UpdateTypingFrame
+  update_typing: UpdateTypingFrame,
+  ping: PingFrame
 } as const
 export type ClientEventType = keyof typeof clientFrames
 export type ClientFrame = Static<typeof SendMessageFrame> | Static<typeof MarkMessageDeliveredFrame>
-| Static<typeof MarkMessageReadFrame> | Static<typeof UpdateTypingFrame>
+| Static<typeof MarkMessageReadFrame> | Static<typeof UpdateTypingFrame> | Static<typeof PingFrame>
 
 // ---- Relay → client frames ----
 
@@ -204,7 +208,8 @@ export const serverFrames = {
   global_updated: durableFrame('global_updated', GlobalBody),
   chat_notification: durableFrame('chat_notification', Type.Object({ chat: AssignedChat })),
   customer_presence: durableFrame('customer_presence', Type.Object({ chat: ChatRef, user: User, online: Type.Boolean() })),
-  error: frame('error', Type.Object({ code: Type.String(), message: Type.String() }))
+  error: frame('error', Type.Object({ code: Type.String(), message: Type.String() })),
+  pong: frame('pong', Type.Object({}, open))
 } as const
 export type ServerEventType = keyof typeof serverFrames
 export type ServerFrame<T extends ServerEventType = ServerEventType> = Static<(typeof serverFrames)[T]>

@@ -99,10 +99,6 @@ export class FrameHandler {
   }
 
   private parse (connection: Connection, raw: RawData): ClientFrame | undefined {
-    if (connection.attributes.endpoint === 'broadcast') {
-      this.reject(connection, 'invalid', ErrorCode.unknownType, '/broadcast accepts no client events')
-      return undefined
-    }
     const text = textOf(raw)
     if (nestedDeeperThan(text, this.limits.maxJsonDepth)) {
       this.reject(connection, 'invalid', ErrorCode.invalidPayload, `frame nested deeper than ${this.limits.maxJsonDepth} levels`)
@@ -125,6 +121,10 @@ export class FrameHandler {
       const first = validator.Errors(value)[0]
       const where = first === undefined || first.instancePath === '' ? 'frame' : first.instancePath.slice(1, 100)
       this.reject(connection, 'invalid', ErrorCode.invalidPayload, `${type as ClientEventType}: ${where} ${first?.message ?? 'is invalid'}`)
+      return undefined
+    }
+    if (connection.attributes.endpoint === 'broadcast' && type !== 'ping') {
+      this.reject(connection, 'invalid', ErrorCode.unknownType, '/broadcast accepts no client events but ping')
       return undefined
     }
     return value as ClientFrame
