@@ -4,6 +4,7 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import authPlugin from './plugins/auth.js'
 import configPlugin from './plugins/config.js'
+import demoPlugin, { type DemoOptions } from './plugins/demo.js'
 import docsPlugin from './plugins/docs.js'
 import idempotencyPlugin from './plugins/idempotency.js'
 import metricsPlugin from './plugins/metrics.js'
@@ -23,6 +24,8 @@ import { logRedaction } from './src/log-redaction.js'
 export interface BuildOptions {
   config: Config
   logger?: FastifyServerOptions['logger']
+  /** Where the DEMO=true pages and SDK are served from (tests); nothing without DEMO. */
+  demo?: DemoOptions
 }
 
 export async function buildApp (options: BuildOptions): Promise<FastifyInstance> {
@@ -86,6 +89,7 @@ export async function buildApp (options: BuildOptions): Promise<FastifyInstance>
   await app.register(ingestRoutes)
   await app.register(batchRoutes)
   await app.register(presenceRoutes)
+  await app.register(demoPlugin, options.demo ?? {})
   await app.ready()
   return app
 }

@@ -42,7 +42,8 @@ export const EnvSchema = Type.Object({
   HISTORY_SIZE: Type.Integer({ minimum: 0, maximum: 10000, default: 100, description: 'durable events kept per stream for recovery and history; 0 turns recovery off' }),
   HISTORY_TTL_S: Type.Integer({ minimum: 1, default: 600, description: 'the history of a stream with no new event expires after this' }),
   HISTORY_MAX_BYTES: Type.Integer({ minimum: 65536, default: 67108864, description: 'bytes of history over all streams on the embedded bus (Redis is bounded by its maxmemory); the least recently written streams go first' }),
-  REPLAY_LIMIT: Type.Integer({ minimum: 1, default: 300, description: 'most missed events per stream a reconnect (since) or a node repair reads back; more: recovered false, or the sockets reconnect' })
+  REPLAY_LIMIT: Type.Integer({ minimum: 1, default: 300, description: 'most missed events per stream a reconnect (since) or a node repair reads back; more: recovered false, or the sockets reconnect' }),
+  DEMO: Type.Boolean({ default: false, description: 'serve the demo widget and operator console at /demo/ and mint demo tokens for anyone who asks (POST /demo/token); refused with NODE_ENV=production' })
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -88,6 +89,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     throw new ConfigError((error as Error).message.replace(/env\//g, ''))
   }
   const production = parsed.NODE_ENV === 'production'
+  if (parsed.DEMO && production) {
+    throw new ConfigError('DEMO=true is refused when NODE_ENV=production: the demo mints tokens for anyone who asks')
+  }
   const generated: Config['generated'] = {}
 
   let apiTokens = splitList(parsed.API_TOKEN)
@@ -114,6 +118,10 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
   if (parsed.WEBHOOK_URL !== undefined && parsed.WEBHOOK_TOKEN === undefined && production) {
     throw new ConfigError('WEBHOOK_TOKEN is required with WEBHOOK_URL when NODE_ENV=production')
+  }
+
+  if (parsed.DEMO && parsed.JWT_PUBLIC_KEY !== undefined) {
+    throw new ConfigError('DEMO=true needs JWT_SECRET, not JWT_PUBLIC_KEY: the demo signs its tokens with the secret')
   }
 
   if (parsed.PRESENCE_TTL_MS <= parsed.PRESENCE_HEARTBEAT_MS) {
