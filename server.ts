@@ -41,4 +41,5 @@ closeWithGrace({
   app.log.info('shut down')
 })
 
-await app.listen({ port: config.PORT, host: config.HOST })
+const address = await app.listen({ port: config.PORT, host: config.HOST })
+if (config.DEMO) process.stdout.write(`relay: DEMO=true: customer widget and operator console at ${address}/demo/ (demo tokens for anyone: never expose it)\n`)

@@ -27,6 +27,7 @@ t.test('the widget and the console talk through the relay; a cut widget recovers
   const open = async (viewport: { width: number, height: number }): Promise<Page> => {
     const page = await (await browser.newContext({ viewport })).newPage()
     page.on('pageerror', (error) => pageErrors.push(error.message))
+    page.on('console', (message) => { if (message.type() === 'error') pageErrors.push(message.text()) })
     return page
   }
 
@@ -112,5 +113,5 @@ t.test('the widget and the console talk through the relay; a cut widget recovers
   await mkdir(ARTIFACTS, { recursive: true })
   await widget.screenshot({ path: `${ARTIFACTS}demo-widget.png` })
   await consolePage.screenshot({ path: `${ARTIFACTS}demo-console.png` })
-  t.same(pageErrors, [], 'no uncaught error in either page')
+  t.same(pageErrors, [], 'no uncaught error or console error in either page')
 })
