@@ -142,3 +142,23 @@ t.test('a token refused twice in a row (4401, 4401) stops the SDK', async (t) =>
   t.same(closes.map(({ code, willReconnect }) => [code, willReconnect]), [[4401, true], [4401, false]])
   t.equal(calls, 2)
 })
+
+t.test('an idle SDK connection pings and the relay\'s pong keeps it: no reconnect', async (t) => {
+  const relay = await startRelay(t)
+  const routed = routedWebSocket([relay.wsUrl])
+  const client = connectChat({ ...fast, WebSocket: routed.WebSocket, url: relay.wsUrl, getToken: () => customerToken(7, randomUUID()), pingIntervalMs: 100, pongTimeoutMs: 150 })
+  closeWhenDone(t, client)
+  await connected(client)
+  const socket = routed.sockets[0] as WebSocket
+  await new Promise<void>((resolve, reject) => {
+    let pongs = 0
+    const timer = setTimeout(() => reject(new Error(`${pongs} pongs within 3 s`)), 3000)
+    socket.on('message', (raw) => {
+      if ((JSON.parse(raw.toString()) as { type: string }).type !== 'pong' || ++pongs < 5) return
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+  t.equal(routed.sockets.length, 1, 'the same socket after five pings')
+  t.equal(client.state, 'connected')
+})

@@ -44,7 +44,6 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
   #badTokens = 0
   #connectedAt: number | undefined
   #lastHeardAt = 0
-  #pinging = false
   #reconnectTimer: unknown
   #connectTimer: unknown
   #idleTimer: unknown
@@ -157,11 +156,9 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
     }
     if (typeof frame !== 'object' || frame === null || typeof (frame as IncomingFrame).type !== 'string') return
     const incoming = frame as IncomingFrame
-    const answersPing = this.#pinging
+    // Any frame shows the connection is alive, not only the pong.
     this.#heard()
     if (incoming.type === 'connected') return this.#welcome(incoming.data as EventData<'connected'>)
-    // Until the relay answers ping with pong, /chat answers it with unknown_type: that error is ours.
-    if (incoming.type === 'error' && answersPing && (incoming.data as { code?: unknown } | null)?.code === 'unknown_type') return
     if (typeof incoming.stream === 'string' && typeof incoming.offset === 'number' &&
       !this.#streams.accept(incoming.stream, incoming.offset)) return
     this.frameReceived(incoming)
@@ -185,7 +182,6 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
 
   #heard (): void {
     this.#lastHeardAt = this.clock.now()
-    this.#pinging = false
     this.#pongTimer = this.#clear(this.#pongTimer)
   }
 
@@ -199,7 +195,6 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
     const quiet = this.clock.now() - this.#lastHeardAt
     if (quiet < interval) return this.#armIdle(interval - quiet)
     this.#socket?.send(PING)
-    this.#pinging = true
     this.#pongTimer = this.clock.setTimeout(() => { this.#abandon('no answer to ping') }, this.options.pongTimeoutMs ?? 10_000)
     this.#armIdle(interval)
   }
@@ -271,7 +266,6 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
     this.#connectTimer = this.#clear(this.#connectTimer)
     this.#idleTimer = this.#clear(this.#idleTimer)
     this.#pongTimer = this.#clear(this.#pongTimer)
-    this.#pinging = false
   }
 
   #clear (handle: unknown): undefined {
