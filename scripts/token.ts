@@ -8,7 +8,7 @@ import { createSigner } from 'fast-jwt'
 import { ConfigError, loadConfig } from '../src/config.js'
 
 const USAGE = `usage: npm run token -- --role user|operator --sub <id> [--chat <uuid>] [--ttl 1h]
-                      [--sources-widgets a,b] [--sources-departments 1,2] [--env-file <path>]
+                      [--sources-widgets a,b] [--sources-departments 1,2] [--dotenv <path>]
 
   --role                 user (a customer: needs --chat) or operator (with --chat: in that chat;
                          without: the /broadcast console)
@@ -17,8 +17,8 @@ const USAGE = `usage: npm run token -- --role user|operator --sub <id> [--chat <
   --ttl                  lifetime: seconds, or a number with s, m, h or d (default 1h; at most 30d)
   --sources-widgets      operators: the widget sources their console sees (comma-separated)
   --sources-departments  operators: the department ids their console sees (comma-separated)
-  --env-file             read variables from this file first (as node --env-file; the relay itself
-                         reads only its environment)
+  --dotenv               read variables from this .env file first, as \`node --env-file\` would give
+                         them to the relay (which itself reads only its environment)
 
 Signs with JWT_SECRET (HS256), as the relay verifies it. Prints the token and nothing else.`
 
@@ -68,7 +68,7 @@ function parseFlags (args: string[]): TokenRequest & { help: boolean, envFile?: 
         ttl: { type: 'string' },
         'sources-widgets': { type: 'string' },
         'sources-departments': { type: 'string' },
-        'env-file': { type: 'string' },
+        dotenv: { type: 'string' },
         help: { type: 'boolean', short: 'h' }
       }
     }).values
@@ -76,7 +76,7 @@ function parseFlags (args: string[]): TokenRequest & { help: boolean, envFile?: 
     throw new UsageError((error as Error).message)
   }
   const text = (name: string): string | undefined => values[name] as string | undefined
-  const envFile = text('env-file')
+  const envFile = text('dotenv')
   if (values.help === true) return { help: true, role: 'user', sub: '', ttlSeconds: 0 }
   const role = text('role')
   if (role !== 'user' && role !== 'operator') {
@@ -118,7 +118,7 @@ function signingSecret (env: Record<string, string | undefined>): string {
     throw new ConfigError('JWT_SECRET is not set. Without it the relay makes up a new secret at every start (it prints ' +
       '"relay: no secrets configured; generated for this run") that no other process can know. Give this command ' +
       'the same JWT_SECRET as the relay: the printed one (JWT_SECRET=<it> npm run token -- ...), or set one ' +
-      '(16+ characters) for both, in their environment or with --env-file')
+      '(16+ characters) for both, in their environment or with --dotenv')
   }
   return config.jwtKey
 }
@@ -128,7 +128,7 @@ function signToken (request: TokenRequest, secret: string, nowMs = Date.now()): 
   const claims: Record<string, unknown> = { sub: request.sub, role: request.role, iat, exp: iat + request.ttlSeconds }
   if (request.chat !== undefined) claims.chat = request.chat
   if (request.sources !== undefined) claims.sources = request.sources
-  return createSigner({ key: secret, algorithm: 'HS256', noTimestamp: true })(claims)
+  return createSigner({ key: secret, algorithm: 'HS256' })(claims)
 }
 
 function main (args: string[]): number {
@@ -147,7 +147,7 @@ function main (args: string[]): number {
   try {
     if (request.envFile !== undefined) process.loadEnvFile(request.envFile)
   } catch (error) {
-    process.stderr.write(`token: cannot read --env-file ${request.envFile ?? ''}: ${(error as Error).message}\n`)
+    process.stderr.write(`token: cannot read --dotenv ${request.envFile ?? ''}: ${(error as Error).message}\n`)
     return 2
   }
   let secret: string
