@@ -189,7 +189,7 @@ t.test('state events and close()', async (t) => {
   last().welcome()
   client.close()
   await clock.advance(60_000)
-  t.same(states.map((change) => change.state), ['connected', 'disconnected'])
+  t.same(states.map((change) => change.state), ['connecting', 'connected', 'disconnected'], 'a handler added right after connecting sees it all')
   t.same(sockets[0]?.closedWith, { code: 1000, reason: 'client closed' })
   t.equal(clock.pending(), 0, 'no timer left behind')
 })
@@ -210,4 +210,37 @@ t.test('an exception in a handler reaches neither the connection nor the other h
   t.same(seen, [7], 'the second handler ran, then was removed')
   t.equal(errors.length, 2, 'reported')
   t.equal(client.state, 'connected')
+})
+
+t.test('refused options throw at once; a WebSocket constructor that throws is a failed attempt', async (t) => {
+  const getToken = (): string => 'tk'
+  t.throws(() => connectChat({ url: 'not a url', getToken, WebSocket: fakeSockets().WebSocket }), TypeError)
+  if (!('WebSocket' in globalThis)) {
+    t.throws(() => connectChat({ url: 'ws://relay.test', getToken }), /pass one as options.WebSocket/, 'Node 20 has no global WebSocket')
+  }
+  const clock = new FakeClock()
+  let attempts = 0
+  class Throwing extends fakeSockets().WebSocket {
+    constructor (url: string) {
+      if (++attempts === 1) throw new SyntaxError('refused')
+      super(url)
+    }
+  }
+  const client = connectChat({ url: 'ws://relay.test', getToken, WebSocket: Throwing, clock, random: () => 0.5 })
+  t.teardown(() => client.close())
+  await settle()
+  t.equal(client.state, 'disconnected')
+  await clock.advance(250)
+  t.equal(attempts, 2, 'tried again after the backoff')
+})
+
+t.test('close() right after connecting: no socket is ever made', async (t) => {
+  const { sockets, WebSocket } = fakeSockets()
+  const client = connectChat({ url: 'ws://relay.test', getToken: () => 'tk', WebSocket })
+  const states: string[] = []
+  client.on('state', ({ state }) => states.push(state))
+  client.close()
+  await settle()
+  t.equal(sockets.length, 0)
+  t.same(states, ['disconnected'])
 })

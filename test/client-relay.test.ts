@@ -109,7 +109,7 @@ for (const [bus, startNodes] of buses) {
     await recovered
     t.equal(calls, 2, 'getToken called again')
     t.same(states.map(({ state, code }) => code === undefined ? state : `${state} ${code}`),
-      ['connected', 'disconnected 4401', 'connecting', 'connected'])
+      ['connecting', 'connected', 'disconnected 4401', 'connecting', 'connected'])
     t.equal(client.state, 'connected')
   })
 

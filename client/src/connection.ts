@@ -1,5 +1,7 @@
 import { Emitter } from './emitter.js'
+import { Liveness } from './liveness.js'
 import { Backoff, CLIENT_TIMEOUT, closeDecision } from './policy.js'
+import { detach, OPEN, PING, socketUrl, systemClock } from './socket.js'
 import { StreamTracker } from './streams.js'
 import type {
   Clock, CommonOptions, ConnectionState, EventData, NetworkEvents, RelayClient, SdkEvents, StateChange, WebSocketLike
@@ -10,15 +12,6 @@ export interface IncomingFrame { type: string, data: unknown, stream?: unknown, 
 
 /** A frame waiting for the connection (sent when `connected` arrives). */
 export interface Queued { json: string }
-
-const OPEN = 1
-const PING = JSON.stringify({ type: 'ping', data: {} })
-
-const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (callback, ms) => setTimeout(callback, ms),
-  clearTimeout: (handle) => { clearTimeout(handle as Parameters<typeof clearTimeout>[0]) }
-}
 
 /**
  * One logical connection to a relay endpoint over successive sockets: connect, the close-code policy
@@ -43,11 +36,9 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
   /** 4401 closes since the last `connected`. */
   #badTokens = 0
   #connectedAt: number | undefined
-  #lastHeardAt = 0
   #reconnectTimer: unknown
   #connectTimer: unknown
-  #idleTimer: unknown
-  #pongTimer: unknown
+  readonly #liveness: Liveness
 
   constructor (
     readonly path: '/chat' | '/broadcast',
@@ -61,6 +52,10 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
     const WebSocketClass = options.WebSocket ?? (globalThis as { WebSocket?: new (url: string) => WebSocketLike }).WebSocket
     if (WebSocketClass === undefined) throw new TypeError('no global WebSocket: pass one as options.WebSocket (on Node 20, the ws package)')
     this.#WebSocket = WebSocketClass
+    this.#liveness = new Liveness(this.clock, options.pingIntervalMs ?? 25_000, options.pongTimeoutMs ?? 10_000,
+      () => this.#socket?.send(PING), () => { this.#abandon('no answer to ping') })
+    // An unusable url fails here, not on every attempt.
+    void new URL(options.url)
     const global = globalThis as Partial<NetworkEvents>
     this.#network = options.network ?? (typeof global.addEventListener === 'function' ? global as NetworkEvents : undefined)
   }
@@ -73,11 +68,19 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
     return this.#emitter.on(event, handler)
   }
 
-  /** Starts the first attempt (after the subclass is constructed, so its fields exist). */
+  /**
+   * Starts the first attempt (after the subclass is constructed, so its fields exist), in a microtask:
+   * handlers added right after connectChat() see the first `connecting`.
+   */
   start (): this {
     this.#network?.addEventListener('online', this.#onOnline)
     this.#network?.addEventListener('offline', this.#onOffline)
-    void this.#open()
+    this.#state = 'connecting'
+    queueMicrotask(() => {
+      if (this.#stopped) return
+      this.#emitter.emit('state', { state: 'connecting' })
+      void this.#open()
+    })
     return this
   }
 
@@ -122,7 +125,14 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
       return
     }
     if (attempt !== this.#attempt) return
-    const socket = new this.#WebSocket(this.#url(token))
+    let socket: WebSocketLike
+    try {
+      // A reconnect recovers (since); history only on the first connect.
+      const recovery = this.#everConnected ? { since: this.#streams.since() } : { history: this.options.history }
+      socket = new this.#WebSocket(socketUrl(this.options.url, this.path, token, recovery))
+    } catch {
+      return this.#closed(undefined, 'WebSocket failed')
+    }
     this.#socket = socket
     socket.onmessage = (event) => { if (this.#socket === socket) this.#received(event.data) }
     socket.onclose = (event) => {
@@ -135,17 +145,6 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
     this.#connectTimer = this.clock.setTimeout(() => { this.#abandon('no connected frame') }, this.options.connectTimeoutMs ?? 10_000)
   }
 
-  #url (token: string): string {
-    const url = new URL(this.options.url)
-    if (url.protocol === 'http:' || url.protocol === 'https:') url.protocol = url.protocol === 'http:' ? 'ws:' : 'wss:'
-    url.pathname = url.pathname.replace(/\/+$/, '') + this.path
-    url.searchParams.set('token', token)
-    const since = this.#everConnected ? this.#streams.since() : undefined
-    if (since !== undefined) url.searchParams.set('since', since)
-    else if (!this.#everConnected && (this.options.history ?? 0) > 0) url.searchParams.set('history', String(this.options.history))
-    return url.toString()
-  }
-
   #received (data: unknown): void {
     if (typeof data !== 'string') return
     let frame: unknown
@@ -156,8 +155,7 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
     }
     if (typeof frame !== 'object' || frame === null || typeof (frame as IncomingFrame).type !== 'string') return
     const incoming = frame as IncomingFrame
-    // Any frame shows the connection is alive, not only the pong.
-    this.#heard()
+    this.#liveness.heard()
     if (incoming.type === 'connected') return this.#welcome(incoming.data as EventData<'connected'>)
     if (typeof incoming.stream === 'string' && typeof incoming.offset === 'number' &&
       !this.#streams.accept(incoming.stream, incoming.offset)) return
@@ -173,30 +171,11 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
     this.#badTokens = 0
     this.#connectedAt = this.clock.now()
     this.#connectTimer = this.#clear(this.#connectTimer)
-    this.#armIdle(this.options.pingIntervalMs ?? 25_000)
+    this.#liveness.start()
     this.#setState({ state: 'connected' })
     this.#emitter.emit('connected', data)
     if (reconnect) this.#emitter.emit(recovered ? 'recovered' : 'resync', {})
     for (const entry of this.#outbox.splice(0)) this.#socket?.send(entry.json)
-  }
-
-  #heard (): void {
-    this.#lastHeardAt = this.clock.now()
-    this.#pongTimer = this.#clear(this.#pongTimer)
-  }
-
-  #armIdle (ms: number): void {
-    this.#idleTimer = this.clock.setTimeout(() => { this.#idle() }, ms)
-  }
-
-  /** Pings a connection quiet for pingIntervalMs; nothing within pongTimeoutMs after that: reconnect. */
-  #idle (): void {
-    const interval = this.options.pingIntervalMs ?? 25_000
-    const quiet = this.clock.now() - this.#lastHeardAt
-    if (quiet < interval) return this.#armIdle(interval - quiet)
-    this.#socket?.send(PING)
-    this.#pongTimer = this.clock.setTimeout(() => { this.#abandon('no answer to ping') }, this.options.pongTimeoutMs ?? 10_000)
-    this.#armIdle(interval)
   }
 
   /** Gives up on the current socket (silent, or offline) as if it had closed with CLIENT_TIMEOUT. */
@@ -264,21 +243,11 @@ export abstract class RelayConnection<Events extends SdkEvents> implements Relay
 
   #clearSocketTimers (): void {
     this.#connectTimer = this.#clear(this.#connectTimer)
-    this.#idleTimer = this.#clear(this.#idleTimer)
-    this.#pongTimer = this.#clear(this.#pongTimer)
+    this.#liveness.stop()
   }
 
   #clear (handle: unknown): undefined {
     if (handle !== undefined) this.clock.clearTimeout(handle)
     return undefined
   }
-}
-
-/** Stops listening to a socket and closes it; its own close event no longer matters. */
-function detach (socket: WebSocketLike, code: number, reason: string): void {
-  socket.onmessage = null
-  socket.onclose = null
-  socket.onopen = null
-  socket.onerror = () => {}
-  socket.close(code, reason)
 }
