@@ -7,6 +7,7 @@ import { delimiter, dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import ts from 'typescript'
+import { main } from '../scripts/token-command.js'
 import { closeAll, connect, join as joinSocket } from './helpers/client.js'
 import { JWT_SECRET, startRelay, type Tap } from './helpers/relay.js'
 
@@ -50,12 +51,19 @@ function claimsOf (token: string): Record<string, unknown> {
 
 let cli: string
 t.before(async () => { cli = await buildCli(t) })
-const token = async (args: string[], env: Record<string, string> = { JWT_SECRET }): Promise<Run> => await run(process.execPath, [cli, ...args], env)
+/** The real command in a process of its own (exit code, stdout, stderr); slow under tap (its hooks load in every child). */
+const command = async (args: string[], env: Record<string, string> = { JWT_SECRET }): Promise<Run> => await run(process.execPath, [cli, ...args], env)
+/** The same command in this process, for the many cases. */
+async function token (args: string[], env: Record<string, string> = { JWT_SECRET }): Promise<Run> {
+  const result = { code: null as number | null, stdout: '', stderr: '' }
+  result.code = await main(args, env, { stdout: (text) => { result.stdout += text }, stderr: (text) => { result.stderr += text } })
+  return result
+}
 
 t.test('a customer token for the chat given: the relay admits it to that chat, and only there', async (t) => {
   const relay = await startRelay(t)
   const chat = randomUUID()
-  const printed = await token(['--role', 'user', '--chat', chat, '--sub', '7', '--ttl', '1h'])
+  const printed = await command(['--role', 'user', '--chat', chat, '--sub', '7', '--ttl', '1h'])
   t.equal(printed.code, 0, 'exit 0')
   t.equal(printed.stderr, '')
   t.match(printed.stdout, /^[\w-]+\.[\w-]+\.[\w-]+\n$/, 'the token and a newline, nothing else')
@@ -137,6 +145,10 @@ t.test('bad flags: a clear message, the usage, exit 2, nothing on stdout', async
     t.match(result.stderr, /usage: npm run token/)
     t.equal(result.stdout, '', 'no token printed')
   }
+  const spawned = await command(['--role', 'user', '--chat', 'c', '--sub', '7', '--ttl', 'forever'])
+  t.equal(spawned.code, 2, 'the command exits 2')
+  t.match(spawned.stderr, /--ttl "forever"/)
+  t.equal(spawned.stdout, '')
   const help = await token(['--help'])
   t.equal(help.code, 0, '--help: exit 0')
   t.match(help.stdout, /usage: npm run token -- --role user\|operator --sub <id>/)
@@ -144,8 +156,8 @@ t.test('bad flags: a clear message, the usage, exit 2, nothing on stdout', async
 
 t.test('no usable secret: exit 1 with what to do, nothing on stdout', async (t) => {
   const args = ['--role', 'user', '--chat', 'c', '--sub', '7']
-  const none = await token(args, {})
-  t.equal(none.code, 1)
+  const none = await command(args, {})
+  t.equal(none.code, 1, 'the command exits 1')
   t.match(none.stderr, /JWT_SECRET is not set\. Without it the relay makes up a new secret at every start/)
   t.match(none.stderr, /JWT_SECRET=<it> npm run token/)
   t.equal(none.stdout, '')
@@ -164,9 +176,12 @@ t.test('no usable secret: exit 1 with what to do, nothing on stdout', async (t) 
 t.test('npm run token runs the built script (dist/scripts/token.js, built by npm ci)', async (t) => {
   const scripts = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts
   t.equal(scripts.token, 'node dist/scripts/token.js')
-  const built = join(ROOT, 'dist', 'scripts', 'token.js')
-  if (!existsSync(built) || statSync(built).mtimeMs < statSync(join(ROOT, 'scripts', 'token.ts')).mtimeMs) {
-    t.comment('dist/scripts/token.js missing or older than scripts/token.ts (run npm run build): not run through npm')
+  const stale = ['token', 'token-command'].some((name) => {
+    const built = join(ROOT, 'dist', 'scripts', `${name}.js`)
+    return !existsSync(built) || statSync(built).mtimeMs < statSync(join(ROOT, 'scripts', `${name}.ts`)).mtimeMs
+  })
+  if (stale) {
+    t.comment('dist/scripts/ missing or older than scripts/ (run npm run build): not run through npm')
     return
   }
   const relay = await startRelay(t)
