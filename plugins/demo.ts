@@ -6,7 +6,7 @@ import type { FastifyReply } from 'fastify'
 import { createSigner } from 'fast-jwt'
 import fp from 'fastify-plugin'
 import { Type } from 'typebox'
-import { SocketAuthError } from '../src/auth.js'
+import { SocketAuthError, type Principal } from '../src/auth.js'
 import {
   DEMO_TOKEN_TTL_MS, DemoChats, DemoNoteBody, DemoTokenAnswer, DemoTokenRequest, demoContentType, demoFile, demoGrant, demoNote, findUp
 } from '../src/demo.js'
@@ -43,6 +43,7 @@ const demo: FastifyPluginAsyncTypebox<DemoOptions> = async (app, options) => {
   // JWT_PUBLIC_KEY is refused with DEMO by config: the key is the HS256 secret (configured or generated).
   const sign = createSigner({ key: config.jwtKey, algorithm: 'HS256', expiresIn: DEMO_TOKEN_TTL_MS })
   const chats = new DemoChats()
+  app.log.warn({ pagesDir, sdkDir }, 'DEMO=true: /demo/ serves tokens to anyone who asks (development only)')
   const hide = true
 
   const sendFile = async (reply: FastifyReply, dir: string, path: string): Promise<FastifyReply> => {
@@ -60,12 +61,10 @@ const demo: FastifyPluginAsyncTypebox<DemoOptions> = async (app, options) => {
 
   app.get('/demo', { schema: { hide } }, async (_request, reply) => reply.redirect('/demo/'))
   app.get('/demo/', { schema: { hide } }, async (_request, reply) => await sendFile(reply, pagesDir, 'index.html'))
-  app.get('/demo/sdk/*', { schema: { hide } }, async (request, reply) => {
-    return await sendFile(reply, sdkDir, (request.params as { '*': string })['*'])
-  })
-  app.get('/demo/*', { schema: { hide } }, async (request, reply) => {
-    return await sendFile(reply, pagesDir, (request.params as { '*': string })['*'])
-  })
+  // The wildcard's value (Fastify names it '*'), not validated by schema: demoFile checks every segment.
+  const wildcard = (params: unknown): string => (params as { '*'?: string })['*'] ?? ''
+  app.get('/demo/sdk/*', { schema: { hide } }, async (request, reply) => await sendFile(reply, sdkDir, wildcard(request.params)))
+  app.get('/demo/*', { schema: { hide } }, async (request, reply) => await sendFile(reply, pagesDir, wildcard(request.params)))
 
   app.post('/demo/token', {
     schema: { hide, body: DemoTokenRequest, response: { 200: DemoTokenAnswer, 400: HttpError } }
@@ -90,7 +89,7 @@ const demo: FastifyPluginAsyncTypebox<DemoOptions> = async (app, options) => {
   }, async (request, reply) => {
     const header = request.headers.authorization
     const bearer = typeof header === 'string' && header.startsWith('Bearer ') ? header.slice(7) : ''
-    let principal
+    let principal: Principal
     try {
       principal = app.auth.verifyToken(bearer)
     } catch (error) {
