@@ -1,6 +1,10 @@
 import type { Frame, TestClient } from './client.js'
 import { messageOf } from './routing-suite.js'
-import type { Relay } from './relay.js'
+import type { Test } from 'tap'
+import { startCluster } from './cluster.js'
+import { parsePrometheus, valueOf } from './prometheus.js'
+import { startRedis } from './redis.js'
+import { startRelay, type Relay } from './relay.js'
 
 /** Message types of a burst, in turn: what each reaches (SPEC Routing). */
 export const BURST_KINDS = [
@@ -65,4 +69,24 @@ export function offsetProblems (frames: Frame[]): string[] {
 
 export function messageIds (frames: Frame[]): number[] {
   return frames.filter((frame) => frame.type === 'message_added').map((frame) => frame.data.message.id as number)
+}
+
+export type Nodes = [ingest: Relay, first: Relay, second: Relay]
+
+/** Three nodes on a private Redis. */
+export async function redisNodes (t: Test, env: Record<string, string> = {}): Promise<Nodes> {
+  const redis = await startRedis(t)
+  const nodes = await startCluster(t, redis, 3, env)
+  return nodes as Nodes
+}
+
+/** One relay on the embedded bus, standing in for all three. */
+export async function memoryNodes (t: Test, env: Record<string, string> = {}): Promise<Nodes> {
+  const relay = await startRelay(t, env)
+  return [relay, relay, relay]
+}
+
+export async function metric (relay: Relay, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const response = await relay.app.inject({ method: 'GET', url: '/metrics' })
+  return valueOf(parsePrometheus(response.body), name, labels)
 }
