@@ -3,13 +3,11 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { AddressInfo } from 'node:net'
 import type { Browser } from 'playwright-core'
 import { chromium } from 'playwright-core'
 import ts from 'typescript'
-import { buildApp } from '../../app.js'
 import type { DemoOptions } from '../../plugins/demo.js'
-import { API_TOKEN, testConfig, type Relay, type Tap } from './relay.js'
+import { listenRelay, testConfig, type Relay, type Tap } from './relay.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 /** Debian's chromium (`.ci/run` installs it with apt); CHROMIUM_PATH overrides. */
@@ -44,19 +42,5 @@ export async function launchChromium (t: Tap): Promise<Browser> {
 
 /** A relay with DEMO=true on an ephemeral port (as startRelay), its SDK served from `demo.sdkDir`. */
 export async function startDemoRelay (t: Tap, demo: DemoOptions = {}, env: Record<string, string> = {}): Promise<Relay> {
-  const config = testConfig({ DEMO: 'true', ...env })
-  const app = await buildApp({ config, demo })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(async () => await app.close())
-  const { port } = app.server.address() as AddressInfo
-  return {
-    app,
-    config,
-    wsUrl: `ws://127.0.0.1:${port}`,
-    httpUrl: `http://127.0.0.1:${port}`,
-    post: async (path, body, token = API_TOKEN) => {
-      const response = await app.inject({ method: 'POST', url: path, payload: body as object, headers: { 'api-token': token } })
-      return { statusCode: response.statusCode, body: response.body, headers: response.headers }
-    }
-  }
+  return await listenRelay(t, { config: testConfig({ DEMO: 'true', ...env }), demo })
 }

@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import { createSigner } from 'fast-jwt'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import { buildApp } from '../../app.js'
+import { buildApp, type BuildOptions } from '../../app.js'
 import { loadConfig, type Config } from '../../src/config.js'
 
 export const API_TOKEN = 'test-api-token-primary'
@@ -35,13 +35,18 @@ export function testConfig (env: Record<string, string> = {}): Config {
 /** A relay on an ephemeral port, closed when the test ends. */
 export async function startRelay (t: Tap, env: Record<string, string> = {}, logger?: FastifyServerOptions['logger']): Promise<Relay> {
   const config = testConfig(env)
-  const app = await buildApp(logger === undefined ? { config } : { config, logger })
+  return await listenRelay(t, logger === undefined ? { config } : { config, logger })
+}
+
+/** A relay built with these options, listening on an ephemeral port, closed when the test ends. */
+export async function listenRelay (t: Tap, options: BuildOptions): Promise<Relay> {
+  const app = await buildApp(options)
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(async () => await app.close())
   const { port } = app.server.address() as AddressInfo
   return {
     app,
-    config,
+    config: options.config,
     wsUrl: `ws://127.0.0.1:${port}`,
     httpUrl: `http://127.0.0.1:${port}`,
     post: async (path, body, token = API_TOKEN) => {
