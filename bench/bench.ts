@@ -5,7 +5,8 @@ import {
   currentRuntime, DriverProcess, InProcessDriver, startRedis, startServer, stop, type DriverLink, type RedisProcess, type Runtime, type ServerProcess
 } from './processes.js'
 import type { DriverAnswer, PostPlan } from './messages.js'
-import { runStorm } from './storm.js'
+import { Redis } from 'ioredis'
+import { redisCpuSeconds, runStorm } from './storm.js'
 import type { StormResult } from './storm-tally.js'
 import { clientCount, scenario, scenarioCases, systemsFor, WIRE, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
 
@@ -38,6 +39,8 @@ export interface CaseResult {
   /** (h): messages per POST /batch; absent: one POST /message each. */
   eventsPerRequest?: number
   redisMicrosPerDelivery?: number
+  /** The same Redis CPU per event posted (`messages`), µs. */
+  redisMicrosPerEvent?: number
   latency: LatencySummary
   /** RSS growth per idle connection, after a full collection. */
   bytesPerConnection?: number
@@ -77,6 +80,8 @@ export function loopbackSources (count: number, round: number): string[] {
 class Bench {
   readonly runtime: Runtime = currentRuntime(import.meta.url)
   redis: RedisProcess | undefined
+  /** Reads the private redis-server's CPU (INFO CPU, µs resolution; /proc counts 10 ms ticks). */
+  redisInfo: Redis | undefined
   /** (g) cases run so far: each connects from its own block of loopback addresses. */
   scaleRounds = 0
 
@@ -91,6 +96,7 @@ class Bench {
     const env: Record<string, string> = {}
     if (nodes > 1) {
       this.redis ??= await startRedis()
+      this.redisInfo ??= new Redis(this.redis.url)
       env.REDIS_URL = this.redis.url
     }
     const script = system === 'relay' ? this.script('../server') : this.script(system === 'socketio' ? './servers/socketio' : './servers/raw-ws')
@@ -218,15 +224,15 @@ class Bench {
     // Connection-time work (presence, user_connected) is over before the clock starts.
     await delay(500)
     for (const driver of [...drivers].reverse()) await driver.ask({ op: 'arm' }, 'armed')
-    const redisPid = base.nodes > 1 ? this.redis?.pid : undefined
+    const redisInfo = base.nodes > 1 ? this.redisInfo : undefined
     const cpuBefore = totalCpuSeconds(cluster.pids)
-    const redisBefore = redisPid === undefined ? 0 : totalCpuSeconds([redisPid])
+    const redisBefore = redisInfo === undefined ? 0 : await redisCpuSeconds(redisInfo)
     const prober = drivers[0] as DriverLink
     const posted = await prober.ask({ op: 'post', plan: postPlan }, 'posted')
     const drained = await Promise.all(drivers.map(async (driver) =>
       await driver.ask({ op: 'drain', idleMs: options.drainIdleMs, deadlineMs: 180_000 }, 'drained')))
     const cpu = totalCpuSeconds(cluster.pids) - cpuBefore
-    const redisCpu = redisPid === undefined ? undefined : totalCpuSeconds([redisPid]) - redisBefore
+    const redisCpu = redisInfo === undefined ? undefined : await redisCpuSeconds(redisInfo) - redisBefore
 
     const sum = (field: 'expected' | 'received' | 'lost' | 'extra' | 'cpuSeconds'): number =>
       drained.reduce((total, answer) => total + answer[field], 0)
@@ -248,7 +254,9 @@ class Bench {
       deliveriesPerSecond: received / seconds,
       cpuMicrosPerDelivery: received > 0 ? cpu / received * 1e6 : Number.NaN,
       serverCpuSeconds: cpu,
-      ...(redisCpu === undefined ? {} : { redisMicrosPerDelivery: received > 0 ? redisCpu / received * 1e6 : Number.NaN }),
+      ...(redisCpu === undefined
+        ? {}
+        : { redisMicrosPerDelivery: received > 0 ? redisCpu / received * 1e6 : Number.NaN, redisMicrosPerEvent: redisCpu / base.messages * 1e6 }),
       latency: (drained[0] as (typeof drained)[number]).latency,
       driverCpuSeconds: sum('cpuSeconds')
     }
@@ -285,6 +293,8 @@ class Bench {
   }
 
   async close (): Promise<void> {
+    this.redisInfo?.disconnect()
+    this.redisInfo = undefined
     if (this.redis !== undefined) await stop(this.redis.child)
     this.redis = undefined
   }

@@ -205,6 +205,11 @@ export function markdown (results: CaseResult[]): string {
       const total = lost.reduce((sum, result) => sum + result.lost + result.extra, 0)
       notes.push(`- lost: ${total === 0 ? 'none (target 0: met)' : `**${total} frames missing or unexpected** (target 0: missed)`}`)
     }
+    const redis = final.filter((result) => result.error === undefined && result.redisMicrosPerEvent !== undefined)
+    if (redis.length > 0) {
+      notes.push(`- Redis CPU per event posted (INFO CPU over the posting window and the drain / ${thousands(redis[0]?.messages ?? 0)} events): ` +
+        `${redis.map((result) => `${SYSTEM_LABEL[result.system]} ${fixed(result.redisMicrosPerEvent, 1)} µs`).join('; ')} (no target)`)
+    }
     const table = name === 'g' ? [SCALE_HEADER, ...final.map(scaleRow)] : name === 'h' ? [INGEST_HEADER, ...final.map(ingestRow)] : [HEADER, ...final.map(row)]
     const compared = name === 'h' ? ingestComparison(final) : comparisons(final, name)
     sections.push([`### ${title}`, '', ...table, '', ...compared, ...notes].join('\n'))

@@ -77,7 +77,7 @@ async function counter (port: number, name: string): Promise<number> {
 }
 
 /** used_cpu_sys + used_cpu_user of the redis-server, from INFO CPU. */
-async function redisCpuSeconds (redis: Redis): Promise<number> {
+export async function redisCpuSeconds (redis: Redis): Promise<number> {
   const info = await redis.info('cpu')
   const field = (name: string): number => Number(new RegExp(`^${name}:([0-9.]+)`, 'm').exec(info)?.[1] ?? Number.NaN)
   return field('used_cpu_sys') + field('used_cpu_user')
