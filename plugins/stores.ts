@@ -54,6 +54,8 @@ function redisStores (app: FastifyInstance, url: string): OpenedStores {
     prefix: config.REDIS_PREFIX,
     retention: retentionOf(config),
     settleMs: config.HISTORY_SIZE > 0 ? 0 : config.REDIS_RETRY_MAX_MS + 500,
+    // Presence announcements are ephemeral whatever the history: they always wait for the others.
+    announceSettleMs: config.REDIS_RETRY_MAX_MS + 500,
     pingIntervalMs: config.PRESENCE_HEARTBEAT_MS,
     log
   })

@@ -119,6 +119,24 @@ t.test('after a Redis restart it resubscribes every topic it holds by itself, an
   t.equal(await arrived, 'back')
 })
 
+t.test('after a reconnect it publishes at once but announces only once the other nodes had time to resubscribe', async (t) => {
+  const redis = await startRedis(t)
+  const bus = new RedisBus({ ...clients(t, redis), prefix: redis.prefix(), settleMs: 0, announceSettleMs: 400, pingIntervalMs: 200, log: silent })
+  t.teardown(async () => await bus.close())
+  await reaches(bus, 'ready')
+  t.ok(bus.canAnnounce(), 'the first connect announces at once: no node was subscribed before it')
+  await redis.kill()
+  await reaches(bus, 'down')
+  t.notOk(bus.canAnnounce(), 'nothing is announced while Redis is away')
+  await redis.restart()
+  await reaches(bus, 'ready')
+  const back = Date.now()
+  t.ok(bus.isReady(), 'durable events go out at once: other nodes read back what they miss')
+  t.notOk(bus.canAnnounce(), 'announcements wait: other nodes may still be resubscribing')
+  while (!bus.canAnnounce()) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.ok(Date.now() - back >= 300, 'announcements resume after the settle window')
+})
+
 t.test('close unsubscribes and removes exactly the listeners it added', async (t) => {
   const redis = await startRedis(t)
   const { publisher, subscriber } = clients(t, redis)

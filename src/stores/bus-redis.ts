@@ -20,6 +20,8 @@ export interface RedisBusOptions {
    * published before the other nodes resubscribed would be acknowledged and lost for them.
    */
   settleMs: number
+  /** After a reconnect, how long until every node has resubscribed too (see Bus.canAnnounce); default settleMs. */
+  announceSettleMs?: number
   /** How often the idle subscriber connection is pinged, so a silent one is found and replaced. */
   pingIntervalMs: number
   log: RedisLogger
@@ -47,6 +49,9 @@ export class RedisBus implements Bus {
   readonly #prefix: string
   readonly #prefixBytes: number
   readonly #settleMs: number
+  readonly #announceSettleMs: number
+  /** When the bus last turned ready after a reconnect (the first connect counts as long ago). */
+  #readyAt = Number.NEGATIVE_INFINITY
   readonly #streams: RedisStreams
   readonly #log: RedisLogger
   readonly #topics = new Set<string>()
@@ -70,6 +75,7 @@ export class RedisBus implements Bus {
     this.#prefix = options.prefix
     this.#prefixBytes = Buffer.byteLength(options.prefix)
     this.#settleMs = options.settleMs
+    this.#announceSettleMs = options.announceSettleMs ?? options.settleMs
     this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention)
     this.#log = options.log
     const { publisher, subscriber } = options
@@ -93,6 +99,10 @@ export class RedisBus implements Bus {
 
   isReady (): boolean {
     return this.#state === 'ready' && this.#publisher.status === 'ready'
+  }
+
+  canAnnounce (): boolean {
+    return this.isReady() && Date.now() - this.#readyAt >= this.#announceSettleMs
   }
 
   async publish (topic: string, packet: Buffer): Promise<void> {
@@ -231,6 +241,7 @@ export class RedisBus implements Bus {
       this.#setState('ready')
       return
     }
+    this.#readyAt = Date.now()
     this.#settleTimer = setTimeout(() => {
       this.#settleTimer = undefined
       const stillConnected = this.#publisher.status === 'ready' && this.#subscriber.status === 'ready' && this.#subscribed

@@ -66,6 +66,11 @@ export interface Bus {
   readonly kind: 'memory' | 'redis'
   /** True while a publish can succeed. */
   isReady: () => boolean
+  /**
+   * True once every node had time to resubscribe since this one's last reconnect. An ephemeral event that
+   * must reach every node (presence: it is retried until taken) waits for it: pub/sub keeps nothing.
+   */
+  canAnnounce: () => boolean
   /** Ephemeral: resolves once the bus accepted the packet; rejects with BusUnavailableError otherwise. */
   publish: (topic: string, packet: Buffer) => Promise<void>
   /**

@@ -14,7 +14,7 @@ export interface RedisPresenceOptions {
   /** A command connection (shared with the bus publisher): presence never waits for Redis either. */
   client: Redis
   /** The bus on that connection: presence events go out only while it is ready (every node subscribed). */
-  bus: Pick<Bus, 'isReady' | 'onStateChange'>
+  bus: Pick<Bus, 'canAnnounce' | 'onStateChange'>
   prefix: string
   /** This process; its heartbeat key says it is alive. */
   nodeId: string
@@ -38,7 +38,7 @@ export interface RedisPresenceOptions {
  */
 export class RedisPresence implements Presence {
   readonly #client: Redis
-  readonly #bus: Pick<Bus, 'isReady'>
+  readonly #bus: Pick<Bus, 'canAnnounce'>
   readonly #nodeId: string
   readonly #metrics: Metrics
   readonly #log: RedisLogger
@@ -191,7 +191,7 @@ export class RedisPresence implements Presence {
       this.#log.warn({ err: error, nodeId: this.#nodeId }, 'presence heartbeat failed')
       return
     }
-    if (!this.#bus.isReady()) return
+    if (!this.#bus.canAnnounce()) return
     try {
       if (this.#writeBack !== undefined) {
         await this.#records.reassert(this.#writeBack)

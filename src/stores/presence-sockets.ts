@@ -40,7 +40,7 @@ export interface SocketRecordsOptions {
   /** Sockets one user may hold per chat room, and consoles per operator, over all nodes. */
   maxSocketsPerUser: number
   log: RedisLogger
-  bus: Pick<Bus, 'isReady'>
+  bus: Pick<Bus, 'canAnnounce'>
   keys: PresenceKeys
   nodeId: string
   packets: PresencePackets
@@ -110,7 +110,7 @@ export class SocketRecords {
   ensureConnected (announcing: boolean): void {
     if (this.options.client.status !== 'ready') throw new PresenceUnavailableError('presence: redis is not connected')
     // Redis pub/sub keeps nothing: an announcement before every node resubscribed would be lost for some.
-    if (announcing && !this.options.bus.isReady()) throw new BusUnavailableError('presence: the bus is not ready')
+    if (announcing && !this.options.bus.canAnnounce()) throw new BusUnavailableError('presence: the bus is not ready to announce')
   }
 
   /** The socket's first write, under the cap; Redis away: admitted all the same, and written once it is back. */
