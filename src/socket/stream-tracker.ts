@@ -1,3 +1,4 @@
+import { crc32 } from 'node:zlib'
 import type { Bus, StreamPosition } from '../stores/bus.js'
 import { decodePacket, type Packet } from '../protocol/packet.js'
 import type { Metrics } from '../metrics.js'
@@ -23,6 +24,14 @@ interface StreamState {
   held: Packet[] | undefined
   /** A resubscription came while the stream was being read: read it again after. */
   again: boolean
+  /**
+   * The last delivered event, to check after a reconnect that the stream still has it at its offset: a
+   * failover to a replica that missed the tail reuses those offsets for other events.
+   */
+  lastAt: number
+  lastSum: number
+  /** The next repair reads the last delivered event too and compares (set on every resubscription). */
+  verify: boolean
   waiters: Waiter[]
 }
 
@@ -45,7 +54,7 @@ export class StreamTracker {
 
   /** Starts tracking a topic just subscribed: reads its position, holding the packets that come meanwhile. */
   async open (topic: string): Promise<void> {
-    const state: StreamState = { epoch: undefined, offset: 0, held: [], again: false, waiters: [] }
+    const state: StreamState = { epoch: undefined, offset: 0, held: [], again: false, waiters: [], lastAt: 0, lastSum: 0, verify: false }
     this.#states.set(topic, state)
     const started = Date.now()
     for (;;) {
@@ -99,6 +108,7 @@ export class StreamTracker {
   /** After a resubscription: what was published meanwhile is only in the streams. */
   repairAll (): void {
     for (const [topic, state] of this.#states) {
+      state.verify = state.offset > 0
       if (state.held !== undefined) {
         state.again = true
         continue
@@ -127,8 +137,7 @@ export class StreamTracker {
       // Already delivered: read back by a repair before it came live.
       if (offset <= state.offset) return
       if (offset === state.offset + 1) {
-        state.offset = offset
-        this.hooks.deliver(topic, packet)
+        this.#deliver(topic, state, packet)
         return
       }
     }
@@ -136,10 +145,19 @@ export class StreamTracker {
     void this.#repair(topic, state)
   }
 
+  #deliver (topic: string, state: StreamState, packet: Packet): void {
+    state.offset = packet.offset as number
+    state.lastAt = packet.acceptedAt
+    state.lastSum = crc32(packet.frame)
+    this.hooks.deliver(topic, packet)
+  }
+
   async #repair (topic: string, state: StreamState): Promise<void> {
+    const verifying = state.verify
     let read
     try {
-      read = await this.bus.read(topic, { after: state.offset, limit: this.readLimit, known: state.offset })
+      const after = verifying ? state.offset - 1 : state.offset
+      read = await this.bus.read(topic, { after, limit: this.readLimit + (verifying ? 1 : 0), known: state.offset })
     } catch (error) {
       if (this.#states.get(topic) !== state) return
       this.hooks.log.warn({ err: error, topic }, 'stream repair read failed: retrying')
@@ -147,9 +165,23 @@ export class StreamTracker {
       return
     }
     if (this.#states.get(topic) !== state) return
-    const { position, offsets, packets } = read
+    if (verifying) state.verify = false
+    const { position } = read
+    let { offsets, packets } = read
+    let diverged = false
+    try {
+      if (verifying && position.epoch === state.epoch && offsets[0] === state.offset) {
+        const last = decodePacket(packets[0] as Buffer)
+        diverged = last.acceptedAt !== state.lastAt || crc32(last.frame) !== state.lastSum
+        offsets = offsets.slice(1)
+        packets = packets.slice(1)
+      }
+    } catch {
+      this.metrics.packetErrors.inc()
+      diverged = true
+    }
     const missing = position.offset - state.offset
-    const complete = position.epoch === state.epoch &&
+    const complete = !diverged && position.epoch === state.epoch &&
       (missing <= 0 || (offsets.length === missing && offsets[0] === state.offset + 1))
     let packetsRead: Packet[] = []
     try {
@@ -161,17 +193,33 @@ export class StreamTracker {
       if (missing > 0) this.metrics.streamRepairs.inc({ outcome: 'repaired' })
       for (const packet of packetsRead) {
         if ((packet.offset as number) <= state.offset) continue
-        state.offset = packet.offset as number
-        this.hooks.deliver(topic, packet)
+        this.#deliver(topic, state, packet)
       }
     } else {
-      this.metrics.streamRepairs.inc({ outcome: 'closed' })
-      this.hooks.log.warn({ topic, epoch: state.epoch, offset: state.offset, position }, 'stream gap not repairable: its sockets reconnect')
+      this.metrics.streamRepairs.inc({ outcome: diverged ? 'diverged' : 'closed' })
+      this.hooks.log.warn({ topic, epoch: state.epoch, offset: state.offset, position, diverged }, 'stream gap not repairable: its sockets reconnect')
       this.hooks.broken(topic)
       state.epoch = position.epoch
       state.offset = position.offset
+      if (diverged) {
+        // Its clients' positions name events the stream no longer has: a new epoch makes them resync.
+        await this.#newEpoch(topic, state)
+        if (this.#states.get(topic) !== state) return
+      }
     }
     this.#release(topic, state)
+  }
+
+  /** Gives a diverged stream a new epoch (a reader above any top does: see the stores' position()). */
+  async #newEpoch (topic: string, state: StreamState): Promise<void> {
+    try {
+      const { position } = await this.bus.read(topic, { after: Number.MAX_SAFE_INTEGER - 1, limit: 1, known: Number.MAX_SAFE_INTEGER })
+      state.epoch = position.epoch
+      state.offset = position.offset
+    } catch (error) {
+      this.hooks.log.warn({ err: error, topic }, 'new epoch for a diverged stream failed: its readers resync on the next repair')
+      state.epoch = undefined
+    }
   }
 
   /** Delivers what was held, in order, until it is gone or another gap needs a read. */
