@@ -13,7 +13,7 @@ import { RedisChatLog } from '../src/stores/chat-log-redis.js'
 import { presencePackets, type Presence } from '../src/stores/presence.js'
 import { MemoryPresence } from '../src/stores/presence-memory.js'
 import { RedisPresence } from '../src/stores/presence-redis.js'
-import { createRedisClient } from '../src/stores/redis.js'
+import { createRedisClient, type RedisTarget } from '../src/stores/redis.js'
 
 /** Where the relay keeps and moves state: the bus between nodes, presence, the chat log, ingest idempotency. */
 export interface Stores {
@@ -38,14 +38,14 @@ interface OpenedStores extends Stores {
  * Redis: two connections (publish, subscribe); presence, the chat log and idempotency share the publishing one, and
  * presence publishes its events itself, inside the scripts that decide them.
  */
-function redisStores (app: FastifyInstance, url: string): OpenedStores {
+function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
   const { config } = app
   const log = app.log.child({ component: 'redis' })
   const options = { retryMaxMs: config.REDIS_RETRY_MAX_MS, commandTimeoutMs: config.PUBLISH_TIMEOUT_MS }
   const publisher = createRedisClient(url, { ...options, role: 'publish' })
   const subscriber = createRedisClient(url, { ...options, role: 'subscribe' })
   const nodeId = randomUUID()
-  log.info({ nodeId, prefix: config.REDIS_PREFIX }, 'redis bus: connecting in the background')
+  log.info({ nodeId, prefix: config.REDIS_PREFIX, mode: url.mode }, 'redis bus: connecting in the background')
   // Without history, settle one retry interval (plus a margin) after a reconnect: every node has
   // resubscribed by then. With it, a node repairs from the streams what it missed while resubscribing.
   const bus = new RedisBus({
@@ -53,6 +53,8 @@ function redisStores (app: FastifyInstance, url: string): OpenedStores {
     subscriber,
     prefix: config.REDIS_PREFIX,
     retention: retentionOf(config),
+    // Under the command timeout: a WAIT that outlives it would drop the connection.
+    replicaAcks: { replicas: config.replicaAcks, timeoutMs: Math.max(1, Math.floor(config.PUBLISH_TIMEOUT_MS / 2)) },
     settleMs: config.HISTORY_SIZE > 0 ? 0 : config.REDIS_RETRY_MAX_MS + 500,
     // Presence announcements are ephemeral whatever the history: they always wait for the others.
     announceSettleMs: config.REDIS_RETRY_MAX_MS + 500,
@@ -107,7 +109,7 @@ function memoryStores (app: FastifyInstance): OpenedStores {
 
 /** The bus, presence, chat log and idempotency: in-memory unless REDIS_URL names a Redis. Boot never waits for Redis. */
 export default fp(async (app) => {
-  const url = app.config.REDIS_URL
+  const url = app.config.redis
   const { bus, presence, chatLog, idempotency, disconnect } = url === undefined ? memoryStores(app) : redisStores(app, url)
   app.metrics.busUp.set(bus.isReady() ? 1 : 0)
   let wasDown = false

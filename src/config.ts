@@ -1,6 +1,7 @@
 import { randomBytes, createPublicKey } from 'node:crypto'
 import envSchema from 'env-schema'
 import { Type, type Static } from 'typebox'
+import { parseAddresses, type RedisTarget } from './stores/redis.js'
 
 /** The environment the relay reads, with its defaults: the single source of the Config type. */
 export const EnvSchema = Type.Object({
@@ -12,6 +13,12 @@ export const EnvSchema = Type.Object({
   JWT_SECRET: Type.Optional(Type.String({ minLength: 16 })),
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM (RS256 or ES256)' })),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  REDIS_SENTINELS: Type.Optional(Type.String({ minLength: 1, description: 'host:port,… of Redis Sentinels: the relay follows the primary they name (instead of REDIS_URL)' })),
+  REDIS_SENTINEL_NAME: Type.String({ minLength: 1, default: 'mymaster', description: 'the primary\'s name in the Sentinels\' configuration' }),
+  REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'the Sentinels\' own password, if they require one' })),
+  REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'ACL user for the data nodes with REDIS_SENTINELS (with REDIS_URL, put it in the URL)' })),
+  REDIS_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'password for the data nodes with REDIS_SENTINELS (with REDIS_URL, put it in the URL)' })),
+  REDIS_REPLICA_ACKS: Type.Optional(Type.Integer({ minimum: 0, maximum: 16, description: 'replicas that must hold a durable event before it is acknowledged (WAIT); default 1 with REDIS_SENTINELS, else 0' })),
   REDIS_PREFIX: Type.String({ default: 'relay:' }),
   REDIS_RETRY_MAX_MS: Type.Integer({ minimum: 10, default: 1000, description: 'longest wait between Redis reconnect attempts' }),
   PRESENCE_HEARTBEAT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'how often a node renews its presence heartbeat, sweeps dead nodes and pings its Redis subscriber' }),
@@ -50,6 +57,10 @@ export type Env = Static<typeof EnvSchema>
 export type JwtAlgorithm = 'HS256' | 'RS256' | 'ES256'
 
 export interface Config extends Env {
+  /** Where Redis is (REDIS_URL or REDIS_SENTINELS); undefined: the embedded bus. */
+  redis: RedisTarget | undefined
+  /** REDIS_REPLICA_ACKS with its default resolved. */
+  replicaAcks: number
   apiTokens: string[]
   allowedOrigins: string[] | null
   jwtAlgorithm: JwtAlgorithm
@@ -76,6 +87,31 @@ function algorithmOf (pem: string): JwtAlgorithm {
   if (keyType === 'rsa') return 'RS256'
   if (keyType === 'ec') return 'ES256'
   throw new ConfigError(`JWT_PUBLIC_KEY has unsupported key type ${keyType ?? 'unknown'} (use RSA or EC P-256)`)
+}
+
+function redisTarget (parsed: Env): RedisTarget | undefined {
+  if (parsed.REDIS_SENTINELS === undefined) {
+    if (parsed.REDIS_USERNAME !== undefined || parsed.REDIS_PASSWORD !== undefined) {
+      throw new ConfigError('REDIS_USERNAME and REDIS_PASSWORD go with REDIS_SENTINELS; with REDIS_URL, put them in the URL')
+    }
+    return parsed.REDIS_URL === undefined ? undefined : { mode: 'single', url: parsed.REDIS_URL }
+  }
+  if (parsed.REDIS_URL !== undefined) throw new ConfigError('REDIS_URL and REDIS_SENTINELS are exclusive: set one of them')
+  let sentinels
+  try {
+    sentinels = parseAddresses(parsed.REDIS_SENTINELS)
+  } catch (error) {
+    throw new ConfigError(`REDIS_SENTINELS: ${(error as Error).message}`)
+  }
+  if (sentinels.length === 0) throw new ConfigError('REDIS_SENTINELS names no sentinel')
+  return {
+    mode: 'sentinel',
+    sentinels,
+    name: parsed.REDIS_SENTINEL_NAME,
+    ...(parsed.REDIS_USERNAME === undefined ? {} : { username: parsed.REDIS_USERNAME }),
+    ...(parsed.REDIS_PASSWORD === undefined ? {} : { password: parsed.REDIS_PASSWORD }),
+    ...(parsed.REDIS_SENTINEL_PASSWORD === undefined ? {} : { sentinelPassword: parsed.REDIS_SENTINEL_PASSWORD })
+  }
 }
 
 /** Validates the environment; throws a ConfigError naming the first bad variable. */
@@ -129,8 +165,11 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
 
   const origins = splitList(parsed.ALLOWED_ORIGINS)
+  const redis = redisTarget(parsed)
   return {
     ...parsed,
+    redis,
+    replicaAcks: parsed.REDIS_REPLICA_ACKS ?? (redis?.mode === 'sentinel' ? 1 : 0),
     apiTokens,
     allowedOrigins: origins.length > 0 ? origins : null,
     jwtAlgorithm,

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis'
 import { defaultRetention, type Bus, type BusState, type DurableEvent, type PacketHandler, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
 import { BusUnavailableError } from './store-errors.js'
 import { listen, type RedisLogger } from './redis.js'
-import { RedisStreams } from './streams-redis.js'
+import { RedisStreams, type ReplicaAcks } from './streams-redis.js'
 import type { DurableParts } from '../protocol/packet.js'
 
 export interface RedisBusOptions {
@@ -14,6 +14,8 @@ export interface RedisBusOptions {
   prefix: string
   /** Default: defaultRetention. */
   retention?: StreamRetention
+  /** Replicas that must hold a durable event before append resolves (REDIS_REPLICA_ACKS); default none. */
+  replicaAcks?: ReplicaAcks
   /**
    * After a reconnect, wait this long before acknowledging again. With history, 0: what other nodes miss
    * while they resubscribe, they read back from the streams. Without, pub/sub keeps nothing, so an event
@@ -76,7 +78,7 @@ export class RedisBus implements Bus {
     this.#prefixBytes = Buffer.byteLength(options.prefix)
     this.#settleMs = options.settleMs
     this.#announceSettleMs = options.announceSettleMs ?? options.settleMs
-    this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention)
+    this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention, options.replicaAcks)
     this.#log = options.log
     const { publisher, subscriber } = options
     this.#detach.push(

@@ -17,13 +17,40 @@ export interface RedisClientOptions {
   commandTimeoutMs: number
 }
 
+export interface RedisAddress { host: string, port: number }
+
+/** Where the relay's Redis is: one server by URL, or the primary a set of Sentinels names. */
+export type RedisTarget =
+  | { mode: 'single', url: string }
+  | {
+    mode: 'sentinel'
+    sentinels: RedisAddress[]
+    /** The monitored primary's name (REDIS_SENTINEL_NAME). */
+    name: string
+    username?: string
+    password?: string
+    sentinelPassword?: string
+  }
+
+/** `host:port,host:port` (REDIS_SENTINELS); throws naming the bad entry. */
+export function parseAddresses (list: string): RedisAddress[] {
+  return list.split(',').map((item) => item.trim()).filter((item) => item.length > 0).map((item) => {
+    const match = /^(.+):(\d{1,5})$/.exec(item)
+    const port = Number(match?.[2])
+    if (match === null || port < 1 || port > 65535) throw new Error(`"${item}" is not host:port`)
+    return { host: (match[1] as string).replace(/^\[(.*)\]$/, '$1'), port }
+  })
+}
+
 /**
  * A connection that never queues while Redis is away: a command fails at once, so a publish with
  * Redis down is a 503, never a hang. It connects in the background (boot never waits for Redis) and
- * reconnects forever with a capped backoff.
+ * reconnects forever with a capped backoff; with Sentinels, to whichever server they name primary.
  */
-export function createRedisClient (url: string, options: RedisClientOptions): Redis {
-  return new Redis(url, {
+export function createRedisClient (target: string | RedisTarget, options: RedisClientOptions): Redis {
+  const where = typeof target === 'string' ? { mode: 'single' as const, url: target } : target
+  const retryStrategy = (attempt: number): number => Math.min(50 * 2 ** Math.min(attempt, 10), options.retryMaxMs)
+  const common = {
     connectionName: `relay-${options.role}`,
     enableOfflineQueue: false,
     // Commands in flight when the connection drops fail at once instead of being resent later (a late
@@ -37,7 +64,20 @@ export function createRedisClient (url: string, options: RedisClientOptions): Re
     // bus turns 'down' and /ready says so, instead of every publish waiting out its timeout.
     socketTimeout: options.commandTimeoutMs,
     keepAlive: 10_000,
-    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), options.retryMaxMs)
+    retryStrategy
+  }
+  if (where.mode === 'single') return new Redis(where.url, common)
+  return new Redis({
+    ...common,
+    sentinels: where.sentinels,
+    name: where.name,
+    ...(where.username === undefined ? {} : { username: where.username }),
+    ...(where.password === undefined ? {} : { password: where.password }),
+    ...(where.sentinelPassword === undefined ? {} : { sentinelPassword: where.sentinelPassword }),
+    // Every sentinel down: keep asking, as a single Redis keeps reconnecting.
+    sentinelRetryStrategy: retryStrategy,
+    // Told by the Sentinels (+switch-master) the moment a failover ends, not at the next failed command.
+    failoverDetector: true
   })
 }
 

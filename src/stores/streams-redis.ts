@@ -145,9 +145,17 @@ for _, entry in ipairs(entries) do
 end
 return answer`)
 
+export interface ReplicaAcks { replicas: number, timeoutMs: number }
+
 /** The streams of the Redis bus: `<prefix>history:<topic>` (a Redis stream) and `<prefix>position:<topic>` (a hash). */
 export class RedisStreams {
-  constructor (readonly client: Redis, readonly prefix: string, readonly retention: StreamRetention) {}
+  constructor (
+    readonly client: Redis,
+    readonly prefix: string,
+    readonly retention: StreamRetention,
+    /** Replicas that must hold an append before it resolves, and how long to wait for them. */
+    readonly durability: ReplicaAcks = { replicas: 0, timeoutMs: 0 }
+  ) {}
 
   history (topic: string): string {
     return `${this.prefix}history:${topic}`
@@ -173,7 +181,21 @@ export class RedisStreams {
       keys.push(this.position(chat), this.history(chat))
     }
     if (event.once !== undefined) keys.push(`${this.prefix}once:${event.once.token}`)
-    return Number(await APPEND.run(this.client, keys, args))
+    const answer = Number(await APPEND.run(this.client, keys, args))
+    // Also after ALREADY_APPENDED: a retry is acknowledged only once the first append is replicated.
+    await this.#replicated()
+    return answer
+  }
+
+  /**
+   * Waits until `replicas` replicas hold every write of this connection so far: what a failover promotes
+   * then has the event. Replication is asynchronous, so without it an acknowledged event could vanish.
+   */
+  async #replicated (): Promise<void> {
+    const { replicas, timeoutMs } = this.durability
+    if (replicas === 0) return
+    const acked = await this.client.wait(replicas, timeoutMs)
+    if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
   }
 
   /** A durable event as a packet argument of a script that emits (see EMIT_FUNCTIONS). */
