@@ -59,7 +59,8 @@ function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
     // Presence announcements are ephemeral whatever the history: they always wait for the others.
     announceSettleMs: config.REDIS_RETRY_MAX_MS + 500,
     pingIntervalMs: config.PRESENCE_HEARTBEAT_MS,
-    log
+    log,
+    events: { probeFailed: () => app.metrics.busProbeFailures.inc(), resubscribed: () => app.metrics.busResubscribes.inc() }
   })
   return {
     bus,
@@ -112,6 +113,7 @@ export default fp(async (app) => {
   const url = app.config.redis
   const { bus, presence, chatLog, idempotency, disconnect } = url === undefined ? memoryStores(app) : redisStores(app, url)
   app.metrics.busUp.set(bus.isReady() ? 1 : 0)
+  app.metrics.redisInfo.set({ mode: url?.mode ?? 'none' }, 1)
   let wasDown = false
   bus.onStateChange((state) => {
     app.metrics.busUp.set(state === 'ready' ? 1 : 0)

@@ -113,7 +113,8 @@ t.test('after a Redis restart it resubscribes every topic it holds by itself, an
   const probe = new Redis(redis.url)
   t.teardown(() => probe.disconnect())
   const channels = (await probe.pubsub('CHANNELS', `${prefix}*`) as string[]).sort()
-  t.same(channels, [`${prefix}chat:added-while-down`, `${prefix}chat:kept`], 'exactly the topics held now')
+  t.same(channels.filter((channel) => !channel.startsWith(`${prefix}probe:`)), [`${prefix}chat:added-while-down`, `${prefix}chat:kept`], 'exactly the topics held now')
+  t.equal(channels.filter((channel) => channel.startsWith(`${prefix}probe:`)).length, 1, 'and its probe channel')
   const arrived = nextPacket(bus, 'chat:kept')
   await bus.publish('chat:kept', Buffer.from('back'))
   t.equal(await arrived, 'back')
@@ -135,6 +136,38 @@ t.test('after a reconnect it publishes at once but announces only once the other
   t.notOk(bus.canAnnounce(), 'announcements wait: other nodes may still be resubscribing')
   while (!bus.canAnnounce()) await new Promise((resolve) => setTimeout(resolve, 20))
   t.ok(Date.now() - back >= 300, 'announcements resume after the settle window')
+})
+
+t.test('a subscription that dies while its connection stays up is found by the probe, reported and replaced', async (t) => {
+  const redis = await startRedis(t)
+  const { publisher, subscriber } = clients(t, redis)
+  const seen = { probeFailed: 0, resubscribed: 0 }
+  const states: BusState[] = []
+  const bus = new RedisBus({
+    publisher,
+    subscriber,
+    prefix: redis.prefix(),
+    settleMs: 0,
+    pingIntervalMs: 100,
+    log: silent,
+    events: { probeFailed: () => { seen.probeFailed += 1 }, resubscribed: () => { seen.resubscribed += 1 } }
+  })
+  t.teardown(async () => await bus.close())
+  bus.onStateChange((state) => states.push(state))
+  await reaches(bus, 'ready')
+  await bus.subscribe('chat:a')
+  await new Promise((resolve) => setTimeout(resolve, 350))
+  t.equal(seen.probeFailed, 0, 'probes come back while the subscription lives')
+  // What a server-side unsubscribe (a cluster's sunsubscribe on a slot move) looks like to the client.
+  await subscriber.unsubscribe()
+  await reaches(bus, 'down')
+  t.equal(seen.probeFailed, 1, 'the missing probe was reported once')
+  await reaches(bus, 'ready')
+  t.ok(seen.resubscribed >= 2, 'resubscribed on the new connection')
+  const arrived = nextPacket(bus, 'chat:a')
+  await bus.publish('chat:a', Buffer.from('back'))
+  t.equal(await arrived, 'back', 'its topics reach it again')
+  t.same(states.slice(-2), ['down', 'ready'], '/ready said 503 meanwhile')
 })
 
 t.test('close unsubscribes and removes exactly the listeners it added', async (t) => {

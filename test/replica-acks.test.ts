@@ -42,4 +42,8 @@ t.test('with REDIS_REPLICA_ACKS=1 an event is 503 until a replica holds it, and 
   t.equal(ids.filter((id) => id === message.id).length, 1, 'the first event was published once, its retry added nothing')
   const history = await admin.xlen(`${prefix}history:chat:${chat}`)
   t.equal(history, 2, 'the replica holds both events of the stream')
+  const metrics = (await relay.app.inject({ method: 'GET', url: '/metrics' })).body
+  t.match(metrics, /relay_redis_info\{mode="single"\} 1/, 'the Redis mode is on /metrics')
+  t.match(metrics, /relay_bus_resubscribes_total [1-9]/, 'the first subscription counted')
+  t.match(metrics, /relay_bus_probe_failures_total 0/, 'its probes all came back')
 })

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { defaultRetention, type Bus, type BusState, type DurableEvent, type PacketHandler, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
 import { BusUnavailableError } from './store-errors.js'
@@ -24,9 +25,15 @@ export interface RedisBusOptions {
   settleMs: number
   /** After a reconnect, how long until every node has resubscribed too (see Bus.canAnnounce); default settleMs. */
   announceSettleMs?: number
-  /** How often the idle subscriber connection is pinged, so a silent one is found and replaced. */
+  /**
+   * How often the idle subscriber connection is pinged, and a probe published to this node's own probe
+   * channel: a subscription that died without its connection closing (a server-side unsubscribe, a
+   * proxy that stopped forwarding) shows as a probe not back by the next interval.
+   */
   pingIntervalMs: number
   log: RedisLogger
+  /** Told when a probe did not come back (the subscriber is then reconnected) and on every resubscription. */
+  events?: { probeFailed: () => void, resubscribed: () => void }
 }
 
 const SUBSCRIBE_BATCH = 1000
@@ -70,6 +77,12 @@ export class RedisBus implements Bus {
   readonly #pingTimer: NodeJS.Timeout
   #closed = false
   readonly #reportedErrors = new Set<string>()
+  readonly #probeChannel: string
+  readonly #probeChannelBytes: Buffer
+  /** The probe in flight: sent, and (once PUBLISH answered) published; undefined: none is. */
+  #probeSentAt: number | undefined
+  #probePublished = false
+  readonly #events: NonNullable<RedisBusOptions['events']>
 
   constructor (options: RedisBusOptions) {
     this.#publisher = options.publisher
@@ -80,6 +93,9 @@ export class RedisBus implements Bus {
     this.#announceSettleMs = options.announceSettleMs ?? options.settleMs
     this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention, options.replicaAcks)
     this.#log = options.log
+    this.#events = options.events ?? { probeFailed: () => {}, resubscribed: () => {} }
+    this.#probeChannel = `${options.prefix}probe:${randomUUID()}`
+    this.#probeChannelBytes = Buffer.from(this.#probeChannel)
     const { publisher, subscriber } = options
     this.#detach.push(
       listen(publisher, 'ready', () => this.#update()),
@@ -95,6 +111,8 @@ export class RedisBus implements Bus {
     // A subscriber only listens: without a command now and then, nothing would notice it went silent.
     this.#pingTimer = setInterval(() => {
       if (subscriber.status === 'ready') subscriber.ping().catch(() => {})
+      // After the I/O phase: a probe that arrived while the event loop was blocked is read first.
+      setImmediate(() => this.#probe())
     }, options.pingIntervalMs)
     this.#pingTimer.unref()
   }
@@ -178,8 +196,9 @@ export class RedisBus implements Bus {
     clearInterval(this.#pingTimer)
     this.#state = 'down'
     const channels = [...this.#topics].map((topic) => this.#prefix + topic)
+    channels.push(this.#probeChannel)
     this.#topics.clear()
-    if (channels.length > 0 && this.#subscriber.status === 'ready') {
+    if (this.#subscriber.status === 'ready') {
       await this.#subscriber.unsubscribe(...channels).catch((error: unknown) => {
         this.#log.warn({ err: error }, 'redis unsubscribe on close failed')
       })
@@ -187,7 +206,45 @@ export class RedisBus implements Bus {
     for (const detach of this.#detach.splice(0)) detach()
   }
 
+  /** Publishes a probe, or, if the last one never came back, replaces the subscriber connection. */
+  #probe (): void {
+    if (this.#closed || !this.#subscribed || this.#publisher.status !== 'ready') {
+      this.#probeSentAt = undefined
+      return
+    }
+    if (this.#probeSentAt !== undefined) {
+      // Still queued behind slow commands (a WAIT): the publisher's delay, not the subscription's.
+      if (this.#probePublished) this.#probeFailed('it did not come back')
+      return
+    }
+    const sentAt = Date.now()
+    const generation = this.#generation
+    this.#probeSentAt = sentAt
+    this.#probePublished = false
+    this.#publisher.publish(this.#probeChannel, String(sentAt)).then((receivers) => {
+      if (this.#probeSentAt !== sentAt) return
+      this.#probePublished = true
+      // Redis knows of no subscriber on our channel: no need to wait for the next interval.
+      if (receivers === 0 && generation === this.#generation && this.#subscribed) this.#probeFailed('redis has no subscriber on it')
+    }, () => {
+      // Not the subscription's fault: the publisher's own failure shows elsewhere.
+      if (this.#probeSentAt === sentAt) this.#probeSentAt = undefined
+    })
+  }
+
+  #probeFailed (why: string): void {
+    this.#probeSentAt = undefined
+    this.#events.probeFailed()
+    this.#log.warn({ channel: this.#probeChannel, why }, 'redis bus probe failed: reconnecting the subscriber')
+    // Its close turns the bus down (/ready 503); its next ready resubscribes and the streams repair.
+    this.#subscriber.disconnect(true)
+  }
+
   #receive (channel: Buffer, message: Buffer): void {
+    if (channel.equals(this.#probeChannelBytes)) {
+      this.#probeSentAt = undefined
+      return
+    }
     const topic = channel.toString('utf8', this.#prefixBytes)
     if (!this.#topics.has(topic)) return
     this.#handler(topic, message)
@@ -198,6 +255,7 @@ export class RedisBus implements Bus {
     const generation = ++this.#generation
     this.#subscribed = false
     const channels = [...this.#topics].map((topic) => this.#prefix + topic)
+    channels.push(this.#probeChannel)
     const batches: Array<Promise<unknown>> = []
     for (let start = 0; start < channels.length; start += SUBSCRIBE_BATCH) {
       batches.push(this.#subscriber.subscribe(...channels.slice(start, start + SUBSCRIBE_BATCH)))
@@ -205,7 +263,9 @@ export class RedisBus implements Bus {
     Promise.all(batches).then(() => {
       if (generation !== this.#generation || this.#closed) return
       this.#subscribed = true
-      if (channels.length > 0) this.#log.info({ topics: channels.length }, 'redis bus resubscribed')
+      this.#probeSentAt = undefined
+      this.#events.resubscribed()
+      if (channels.length > 1) this.#log.info({ topics: channels.length - 1 }, 'redis bus resubscribed')
       this.#update()
     }, (error: unknown) => {
       // The connection dropped meanwhile; its next 'ready' resubscribes again.
