@@ -42,6 +42,7 @@ function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
   const { config } = app
   const log = app.log.child({ component: 'redis' })
   const options = { retryMaxMs: config.REDIS_RETRY_MAX_MS, commandTimeoutMs: config.PUBLISH_TIMEOUT_MS }
+  if (url.mode === 'cluster') throw new Error('redis cluster: not wired yet')
   const publisher = createRedisClient(url, { ...options, role: 'publish' })
   const subscriber = createRedisClient(url, { ...options, role: 'subscribe' })
   const nodeId = randomUUID()

@@ -1,16 +1,21 @@
 import { randomUUID } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import { defaultRetention, type Bus, type BusState, type DurableEvent, type PacketHandler, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
 import { BusUnavailableError } from './store-errors.js'
-import { listen, type RedisLogger } from './redis.js'
+import { listen, type RedisCommands, type RedisLogger } from './redis.js'
+import type { SubscriberConnection } from './sharded-subscriber.js'
 import { RedisStreams, type ReplicaAcks } from './streams-redis.js'
 import type { DurableParts } from '../protocol/packet.js'
 
 export interface RedisBusOptions {
   /** Publishes (and nothing else of the bus); never queues while Redis is away. */
-  publisher: Redis
+  publisher: RedisCommands
   /** Subscribes; in subscriber mode it can run no other command. */
-  subscriber: Redis
+  subscriber: SubscriberConnection
+  /**
+   * Redis Cluster: sharded pub/sub (SPUBLISH, and a ShardedSubscriber), each topic's channel and stream
+   * keys under one hash tag so every script touches one slot.
+   */
+  sharded?: boolean
   /** Channel prefix (REDIS_PREFIX): several relays or test runs can share one Redis. */
   prefix: string
   /** Default: defaultRetention. */
@@ -53,8 +58,9 @@ function rethrowRedisReply (error: unknown): void {
  */
 export class RedisBus implements Bus {
   readonly kind = 'redis' as const
-  readonly #publisher: Redis
-  readonly #subscriber: Redis
+  readonly #publisher: RedisCommands
+  readonly #subscriber: SubscriberConnection
+  readonly #sharded: boolean
   readonly #prefix: string
   readonly #prefixBytes: number
   readonly #settleMs: number
@@ -89,12 +95,13 @@ export class RedisBus implements Bus {
     this.#subscriber = options.subscriber
     this.#prefix = options.prefix
     this.#prefixBytes = Buffer.byteLength(options.prefix)
+    this.#sharded = options.sharded ?? false
     this.#settleMs = options.settleMs
     this.#announceSettleMs = options.announceSettleMs ?? options.settleMs
-    this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention, options.replicaAcks)
+    this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention, options.replicaAcks, this.#sharded)
     this.#log = options.log
     this.#events = options.events ?? { probeFailed: () => {}, resubscribed: () => {} }
-    this.#probeChannel = `${options.prefix}probe:${randomUUID()}`
+    this.#probeChannel = `${options.prefix}${(options.sharded ?? false) ? `{probe:${randomUUID()}}` : `probe:${randomUUID()}`}`
     this.#probeChannelBytes = Buffer.from(this.#probeChannel)
     const { publisher, subscriber } = options
     this.#detach.push(
@@ -128,7 +135,7 @@ export class RedisBus implements Bus {
   async publish (topic: string, packet: Buffer): Promise<void> {
     if (!this.isReady()) throw new BusUnavailableError('redis is not connected')
     try {
-      await this.#publisher.publish(this.#prefix + topic, packet)
+      await this.#publishTo(this.#channel(topic), packet)
     } catch (error) {
       throw new BusUnavailableError(`redis publish failed: ${(error as Error).message}`)
     }
@@ -165,14 +172,14 @@ export class RedisBus implements Bus {
     this.#topics.add(topic)
     // Not connected: the resubscription on the next 'ready' includes it.
     if (this.#closed || this.#subscriber.status !== 'ready') return
-    await this.#subscriber.subscribe(this.#prefix + topic).catch(rethrowRedisReply)
+    await this.#subscriber.subscribe(this.#channel(topic)).catch(rethrowRedisReply)
   }
 
   async unsubscribe (topic: string): Promise<void> {
     if (!this.#topics.delete(topic)) return
     // Not connected: the subscription went with the connection, and the next one will not include it.
     if (this.#closed || this.#subscriber.status !== 'ready') return
-    await this.#subscriber.unsubscribe(this.#prefix + topic).catch(rethrowRedisReply)
+    await this.#subscriber.unsubscribe(this.#channel(topic)).catch(rethrowRedisReply)
   }
 
   onPacket (handler: PacketHandler): void {
@@ -195,7 +202,7 @@ export class RedisBus implements Bus {
     clearTimeout(this.#settleTimer)
     clearInterval(this.#pingTimer)
     this.#state = 'down'
-    const channels = [...this.#topics].map((topic) => this.#prefix + topic)
+    const channels = [...this.#topics].map((topic) => this.#channel(topic))
     channels.push(this.#probeChannel)
     this.#topics.clear()
     if (this.#subscriber.status === 'ready') {
@@ -221,7 +228,7 @@ export class RedisBus implements Bus {
     const generation = this.#generation
     this.#probeSentAt = sentAt
     this.#probePublished = false
-    this.#publisher.publish(this.#probeChannel, String(sentAt)).then((receivers) => {
+    this.#publishTo(this.#probeChannel, String(sentAt)).then((receivers) => {
       if (this.#probeSentAt !== sentAt) return
       this.#probePublished = true
       // Redis knows of no subscriber on our channel: no need to wait for the next interval.
@@ -240,12 +247,21 @@ export class RedisBus implements Bus {
     this.#subscriber.disconnect(true)
   }
 
+  #channel (topic: string): string {
+    return this.#sharded ? `${this.#prefix}{${topic}}` : this.#prefix + topic
+  }
+
+  async #publishTo (channel: string, message: Buffer | string): Promise<number> {
+    return Number(this.#sharded ? await this.#publisher.spublish(channel, message) : await this.#publisher.publish(channel, message))
+  }
+
   #receive (channel: Buffer, message: Buffer): void {
     if (channel.equals(this.#probeChannelBytes)) {
       this.#probeSentAt = undefined
       return
     }
-    const topic = channel.toString('utf8', this.#prefixBytes)
+    // Sharded: `<prefix>{<topic>}`.
+    const topic = this.#sharded ? channel.toString('utf8', this.#prefixBytes + 1, channel.length - 1) : channel.toString('utf8', this.#prefixBytes)
     if (!this.#topics.has(topic)) return
     this.#handler(topic, message)
   }
@@ -254,7 +270,7 @@ export class RedisBus implements Bus {
   #resubscribe (): void {
     const generation = ++this.#generation
     this.#subscribed = false
-    const channels = [...this.#topics].map((topic) => this.#prefix + topic)
+    const channels = [...this.#topics].map((topic) => this.#channel(topic))
     channels.push(this.#probeChannel)
     const batches: Array<Promise<unknown>> = []
     for (let start = 0; start < channels.length; start += SUBSCRIBE_BATCH) {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import type { StoreUnavailableError } from './store-errors.js'
 
 export interface RedisLogger {
@@ -31,6 +31,16 @@ export type RedisTarget =
     password?: string
     sentinelPassword?: string
   }
+  | {
+    mode: 'cluster'
+    /** Some nodes of the cluster (REDIS_CLUSTER_NODES): the rest is discovered. */
+    nodes: RedisAddress[]
+    username?: string
+    password?: string
+  }
+
+/** Where commands and scripts go: one connection, or a cluster client routing each to its slot's master. */
+export type RedisCommands = Redis | Cluster
 
 /** `host:port,host:port` (REDIS_SENTINELS); throws naming the bad entry. */
 export function parseAddresses (list: string): RedisAddress[] {
@@ -47,10 +57,53 @@ export function parseAddresses (list: string): RedisAddress[] {
  * Redis down is a 503, never a hang. It connects in the background (boot never waits for Redis) and
  * reconnects forever with a capped backoff; with Sentinels, to whichever server they name primary.
  */
-export function createRedisClient (target: string | RedisTarget, options: RedisClientOptions): Redis {
+export function createRedisClient (target: string | Exclude<RedisTarget, { mode: 'cluster' }>, options: RedisClientOptions): Redis {
   const where = typeof target === 'string' ? { mode: 'single' as const, url: target } : target
+  const common = connectionOptions(options)
+  if (where.mode === 'single') return new Redis(where.url, common)
+  return new Redis({
+    ...common,
+    sentinels: where.sentinels,
+    name: where.name,
+    ...credentials(where),
+    ...(where.sentinelPassword === undefined ? {} : { sentinelPassword: where.sentinelPassword }),
+    // Every sentinel down: keep asking, as a single Redis keeps reconnecting.
+    sentinelRetryStrategy: common.retryStrategy,
+    // Told by the Sentinels (+switch-master) the moment a failover ends, not at the next failed command.
+    failoverDetector: true
+  })
+}
+
+function credentials (where: { username?: string, password?: string }): { username?: string, password?: string } {
+  return {
+    ...(where.username === undefined ? {} : { username: where.username }),
+    ...(where.password === undefined ? {} : { password: where.password })
+  }
+}
+
+/** Commands and scripts on a Redis Cluster, each routed to the master of its slot; as createRedisClient, it never queues. */
+export function createRedisCluster (target: Extract<RedisTarget, { mode: 'cluster' }>, options: RedisClientOptions): Cluster {
+  const { retryStrategy, enableOfflineQueue, ...perNode } = connectionOptions(options)
+  return new Cluster(target.nodes, {
+    enableOfflineQueue,
+    clusterRetryStrategy: retryStrategy,
+    // A failed-over or migrated slot answers MOVED: follow it at once, a few times.
+    maxRedirections: 4,
+    retryDelayOnFailover: 100,
+    retryDelayOnClusterDown: 100,
+    slotsRefreshTimeout: options.commandTimeoutMs,
+    redisOptions: { ...perNode, ...credentials(target) }
+  })
+}
+
+/** A plain connection to one node of a cluster (a shard's subscriber). */
+export function createNodeClient (address: RedisAddress, target: Extract<RedisTarget, { mode: 'cluster' }>, options: RedisClientOptions): Redis {
+  return new Redis({ ...connectionOptions(options), host: address.host, port: address.port, ...credentials(target) })
+}
+
+function connectionOptions (options: RedisClientOptions) {
   const retryStrategy = (attempt: number): number => Math.min(50 * 2 ** Math.min(attempt, 10), options.retryMaxMs)
-  const common = {
+  return {
     connectionName: `relay-${options.role}`,
     enableOfflineQueue: false,
     // Commands in flight when the connection drops fail at once instead of being resent later (a late
@@ -66,19 +119,6 @@ export function createRedisClient (target: string | RedisTarget, options: RedisC
     keepAlive: 10_000,
     retryStrategy
   }
-  if (where.mode === 'single') return new Redis(where.url, common)
-  return new Redis({
-    ...common,
-    sentinels: where.sentinels,
-    name: where.name,
-    ...(where.username === undefined ? {} : { username: where.username }),
-    ...(where.password === undefined ? {} : { password: where.password }),
-    ...(where.sentinelPassword === undefined ? {} : { sentinelPassword: where.sentinelPassword }),
-    // Every sentinel down: keep asking, as a single Redis keeps reconnecting.
-    sentinelRetryStrategy: retryStrategy,
-    // Told by the Sentinels (+switch-master) the moment a failover ends, not at the next failed command.
-    failoverDetector: true
-  })
 }
 
 /** A Lua script run by EVALSHA, loaded again by EVAL when Redis lost its script cache (a restart). */
@@ -89,7 +129,7 @@ export class LuaScript {
     this.sha = createHash('sha1').update(source).digest('hex')
   }
 
-  async run (client: Redis, keys: string[], args: Array<string | number>): Promise<unknown> {
+  async run (client: RedisCommands, keys: string[], args: Array<string | number>): Promise<unknown> {
     try {
       return await client.evalsha(this.sha, keys.length, ...keys, ...args)
     } catch (error) {
@@ -99,7 +139,7 @@ export class LuaScript {
   }
 
   /** As `run`, with bulk replies as Buffers (binary packets stay bytes). */
-  async runBuffer (client: Redis, keys: string[], args: Array<string | number>): Promise<unknown> {
+  async runBuffer (client: RedisCommands, keys: string[], args: Array<string | number>): Promise<unknown> {
     try {
       return await client.callBuffer('evalsha', this.sha, keys.length, ...keys, ...args)
     } catch (error) {
@@ -110,7 +150,7 @@ export class LuaScript {
 }
 
 /** Registers a listener and returns the function that removes exactly that listener. */
-export function listen (client: Redis, event: string, listener: (...args: never[]) => void): () => void {
+export function listen (client: { on: (event: string, listener: (...args: any[]) => void) => unknown, off: (event: string, listener: (...args: any[]) => void) => unknown }, event: string, listener: (...args: never[]) => void): () => void {
   const handler = listener as (...args: unknown[]) => void
   client.on(event, handler)
   return () => { client.off(event, handler) }

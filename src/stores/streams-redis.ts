@@ -1,6 +1,5 @@
-import type { Redis } from 'ioredis'
-import { newEpoch, type DurableEvent, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
-import { LuaScript } from './redis.js'
+import { ALREADY_APPENDED, newEpoch, type DurableEvent, type ReadOptions, type StreamPosition, type StreamRead, type StreamRetention } from './bus.js'
+import { LuaScript, type RedisCommands } from './redis.js'
 import { Topic } from '../protocol/routing.js'
 import type { DurableParts } from '../protocol/packet.js'
 
@@ -39,6 +38,7 @@ end`
  * durablePacket, the same bytes), XADD (when history is kept), PUBLISH.
  */
 const APPEND_ONE_FUNCTION = `${POSITION_FUNCTION}${FRAME_HEADER_FUNCTION}
+local PUBLISH = 'PUBLISH'
 local function append_one (history, meta, candidate, size, ttl, position_ttl, payload_head, routing_head, name, channel)
   local epoch = position(meta, history, candidate, position_ttl, nil)
   local offset = redis.call('HINCRBY', meta, 'o', 1)
@@ -48,7 +48,7 @@ local function append_one (history, meta, candidate, size, ttl, position_ttl, pa
     redis.call('XADD', history, 'MAXLEN', '~', size, offset .. '-0', 'p', packet)
     redis.call('EXPIRE', history, ttl)
   end
-  redis.call('PUBLISH', channel, packet)
+  redis.call(PUBLISH, channel, packet)
 end`
 
 /**
@@ -71,7 +71,7 @@ local function fields_of (blob, start)
 end
 
 local function emit (channel, packet)
-  if string.byte(packet, 1) ~= 0 then return redis.call('PUBLISH', channel, packet) end
+  if string.byte(packet, 1) ~= 0 then return redis.call(PUBLISH, channel, packet) end
   local field = fields_of(packet, 2)
   local history, meta, candidate, size, ttl, position_ttl = field(), field(), field(), tonumber(field()), field(), field()
   local routing_head, payload_head, name = field(), field(), field()
@@ -90,13 +90,15 @@ return 1`)
  * index, routing head, name as JSON, channel. All of an event's streams in one step: it is published
  * everywhere or nowhere, and under a once key at most once (-1: it was).
  */
-const APPEND = new LuaScript(`${APPEND_ONE_FUNCTION}
+const APPEND_SOURCE = `${APPEND_ONE_FUNCTION}
 local count, candidate, size, ttl, position_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if ARGV[6] ~= '' and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[6]) then return -1 end
 local number = 0
 if ARGV[7] == '1' then
   position(KEYS[2 * count + 1], KEYS[2 * count + 2], candidate, position_ttl, nil)
   number = redis.call('HINCRBY', KEYS[2 * count + 1], 'n', 1)
+  -- A retry that finds the once key learns the number the event took (a cluster appends stream by stream).
+  if ARGV[6] ~= '' then redis.call('SET', KEYS[#KEYS], number, 'KEEPTTL') end
 end
 local at = 9
 local payloads = {}
@@ -110,7 +112,16 @@ for stream = 1, count do
     payloads[tonumber(ARGV[at])], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3])
   at = at + 4
 end
-return number`)
+return number`
+
+const APPEND = new LuaScript(APPEND_SOURCE)
+/** On a cluster: the same, publishing on shard channels (the stream's slot) with SPUBLISH. */
+const SHARDED_APPEND = new LuaScript(sharded(APPEND_SOURCE))
+
+/** A script's sharded twin: SPUBLISH, whose channel hashes to the slot of the keys it writes. */
+export function sharded (source: string): string {
+  return source.replace("local PUBLISH = 'PUBLISH'", "local PUBLISH = 'SPUBLISH'")
+}
 
 /** KEYS: position and history per stream. ARGV: epoch candidate, position TTL. Returns epoch, offset per stream. */
 const POSITIONS = new LuaScript(`${POSITION_FUNCTION}
@@ -150,22 +161,91 @@ export interface ReplicaAcks { replicas: number, timeoutMs: number }
 /** The streams of the Redis bus: `<prefix>history:<topic>` (a Redis stream) and `<prefix>position:<topic>` (a hash). */
 export class RedisStreams {
   constructor (
-    readonly client: Redis,
+    readonly client: RedisCommands,
     readonly prefix: string,
     readonly retention: StreamRetention,
     /** Replicas that must hold an append before it resolves, and how long to wait for them. */
-    readonly durability: ReplicaAcks = { replicas: 0, timeoutMs: 0 }
+    readonly durability: ReplicaAcks = { replicas: 0, timeoutMs: 0 },
+    /** On a Redis Cluster: each stream's keys and channel under the hash tag `{<topic>}`, one slot each. */
+    readonly isSharded = false
   ) {}
 
+  #named (topic: string): string {
+    return this.isSharded ? `{${topic}}` : topic
+  }
+
   history (topic: string): string {
-    return `${this.prefix}history:${topic}`
+    return `${this.prefix}history:${this.#named(topic)}`
   }
 
   position (topic: string): string {
-    return `${this.prefix}position:${topic}`
+    return `${this.prefix}position:${this.#named(topic)}`
+  }
+
+  channel (topic: string): string {
+    return this.prefix + this.#named(topic)
+  }
+
+  #once (token: string, topic: string): string {
+    return this.isSharded ? `${this.prefix}once:{${topic}}:${token}` : `${this.prefix}once:${token}`
   }
 
   async append (event: DurableEvent): Promise<number> {
+    const answer = this.isSharded ? await this.#appendSharded(event) : await this.#appendAll(event)
+    // Also after ALREADY_APPENDED: a retry is acknowledged only once the first append is replicated.
+    await this.#replicated()
+    return answer
+  }
+
+  /**
+   * On a cluster, stream by stream (each script one slot): the numbered chat's first, so the others
+   * carry the number it took. Not all or nothing across streams: a failure answers 503, and the retry
+   * (same once token, one once key per stream) appends only what is missing, with the same number.
+   */
+  async #appendSharded (event: DurableEvent): Promise<number> {
+    const appends = [...event.appends]
+    let number = 0
+    let fresh = false
+    if (event.numbered !== undefined) {
+      const chat = Topic.chat(event.numbered.chatUuid)
+      const index = appends.findIndex((item) => item.topic === chat)
+      const own = index < 0 ? [] : appends.splice(index, 1)
+      const answer = await this.#appendOne(event, own, chat)
+      if (answer === ALREADY_APPENDED && event.once !== undefined) {
+        number = Number(await this.client.get(this.#once(event.once.token, chat)))
+      } else {
+        number = answer
+        fresh = true
+      }
+    }
+    const filled: DurableEvent = { ...event, payloads: event.payloads.map((pieces) => [pieces.join(String(number))]) }
+    delete filled.numbered
+    const answers = await Promise.all(appends.map(async (item) => await this.#appendOne(filled, [item], item.topic)))
+    fresh ||= answers.some((answer) => answer !== ALREADY_APPENDED)
+    return fresh ? number : ALREADY_APPENDED
+  }
+
+  /** APPEND on `appends` (all in `slotTopic`'s slot), numbering if the event is numbered. */
+  async #appendOne (event: DurableEvent, appends: DurableEvent['appends'], slotTopic: string): Promise<number> {
+    const keys: string[] = []
+    const args: Array<string | number> = [
+      appends.length, newEpoch(), this.retention.size, this.retention.ttlSeconds,
+      this.retention.positionTtlSeconds, event.once === undefined ? '' : event.once.ttlSeconds, event.numbered === undefined ? '' : '1', event.payloads.length
+    ]
+    for (const pieces of event.payloads) args.push(pieces.length, ...pieces)
+    for (const { topic, routingHead, payload } of appends) {
+      keys.push(this.history(topic), this.position(topic))
+      args.push(payload + 1, routingHead, JSON.stringify(topic), this.channel(topic))
+    }
+    if (event.numbered !== undefined) {
+      const chat = Topic.chat(event.numbered.chatUuid)
+      keys.push(this.position(chat), this.history(chat))
+    }
+    if (event.once !== undefined) keys.push(this.#once(event.once.token, slotTopic))
+    return Number(await SHARDED_APPEND.run(this.client, keys, args))
+  }
+
+  async #appendAll (event: DurableEvent): Promise<number> {
     const keys: string[] = []
     const args: Array<string | number> = [
       event.appends.length, newEpoch(), this.retention.size, this.retention.ttlSeconds,
@@ -174,17 +254,14 @@ export class RedisStreams {
     for (const pieces of event.payloads) args.push(pieces.length, ...pieces)
     for (const { topic, routingHead, payload } of event.appends) {
       keys.push(this.history(topic), this.position(topic))
-      args.push(payload + 1, routingHead, JSON.stringify(topic), this.prefix + topic)
+      args.push(payload + 1, routingHead, JSON.stringify(topic), this.channel(topic))
     }
     if (event.numbered !== undefined) {
       const chat = Topic.chat(event.numbered.chatUuid)
       keys.push(this.position(chat), this.history(chat))
     }
-    if (event.once !== undefined) keys.push(`${this.prefix}once:${event.once.token}`)
-    const answer = Number(await APPEND.run(this.client, keys, args))
-    // Also after ALREADY_APPENDED: a retry is acknowledged only once the first append is replicated.
-    await this.#replicated()
-    return answer
+    if (event.once !== undefined) keys.push(this.#once(event.once.token, event.appends[0]?.topic ?? ''))
+    return Number(await APPEND.run(this.client, keys, args))
   }
 
   /**
@@ -194,6 +271,8 @@ export class RedisStreams {
   async #replicated (): Promise<void> {
     const { replicas, timeoutMs } = this.durability
     if (replicas === 0) return
+    // On a cluster the writes went to several masters: WAIT would ask one at random (refused in config).
+    if (this.isSharded) throw new Error('replica acknowledgements are not supported on a cluster')
     const acked = await this.client.wait(replicas, timeoutMs)
     if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
   }
@@ -208,6 +287,8 @@ export class RedisStreams {
   }
 
   async positions (topics: string[]): Promise<StreamPosition[]> {
+    // On a cluster, one script per stream (each its own slot).
+    if (this.isSharded && topics.length > 1) return (await Promise.all(topics.map(async (topic) => await this.positions([topic])))).flat()
     const keys = topics.flatMap((topic) => [this.position(topic), this.history(topic)])
     const answer = await POSITIONS.run(this.client, keys, [newEpoch(), this.retention.positionTtlSeconds]) as Array<string | number>
     return topics.map((_topic, index) => ({ epoch: String(answer[2 * index]), offset: Number(answer[2 * index + 1]) }))
