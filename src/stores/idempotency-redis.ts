@@ -1,12 +1,18 @@
 import type { Redis } from 'ioredis'
 import type { ClaimOutcome, IdempotencyClaim, IdempotencyStore, IdempotentAnswer } from './idempotency.js'
-import { LuaScript, storeCommand } from './redis.js'
+import { LuaScript, storeCommand, type RedisCommands } from './redis.js'
 import { IdempotencyUnavailableError } from './store-errors.js'
 
 export interface RedisIdempotencyOptions {
   /** A command connection (shared with the bus publisher): a claim never waits for Redis either. */
-  client: Redis
+  client: RedisCommands
   prefix: string
+  /**
+   * Redis Cluster (with a Cluster client). It changes nothing, not even the key names: every record is
+   * one key and every script touches only it, so each call is one slot already. Accepted so the stores
+   * are configured alike.
+   */
+  sharded?: boolean
 }
 
 /** SET NX PX of the pending marker, or what holds the key: one step, so no claim slips in between. */
@@ -38,10 +44,11 @@ interface StoredRecord {
 
 /**
  * Idempotency records shared by every node, one string key each: `<prefix>idem:<route>:<key>`, holding a
- * pending marker (with the claim's lease as its TTL) or the stored answer (with IDEMPOTENCY_TTL_S).
+ * pending marker (with the claim's lease as its TTL) or the stored answer (with IDEMPOTENCY_TTL_S). One
+ * key per call, so the same names work on a Redis Cluster (a `{…}` in a client's key only picks the slot).
  */
 export class RedisIdempotency implements IdempotencyStore {
-  readonly #client: Redis
+  readonly #client: RedisCommands
   readonly #prefix: string
 
   constructor (options: RedisIdempotencyOptions) {
@@ -82,7 +89,8 @@ export class RedisIdempotency implements IdempotencyStore {
   }
 
   async #command<T> (what: string, run: () => Promise<T>): Promise<T> {
-    return await storeCommand(this.#client, IdempotencyUnavailableError, `idempotency: ${what}`, run)
+    // storeCommand reads only `status`, which a Cluster has as well ('ready' once it knows the slots).
+    return await storeCommand(this.#client as Redis, IdempotencyUnavailableError, `idempotency: ${what}`, run)
   }
 }
 
