@@ -2,17 +2,26 @@ import type { Redis } from 'ioredis'
 import { ChatLogUnavailableError } from './store-errors.js'
 import { chatLogDefaults, scopeChange, scopeOfRemembered, type ChatLog, type RememberedScope, type ScopeChange } from './chat-log.js'
 import type { Chat, Message } from '../protocol/protocol.js'
-import { LuaScript, storeCommand } from './redis.js'
+import { LuaScript, storeCommand, type RedisCommands } from './redis.js'
 import type { ChatScope } from '../protocol/routing.js'
 
 export interface RedisChatLogOptions {
-  client: Redis
+  /** One Redis (single or Sentinel), or a Cluster client with `sharded`. */
+  client: RedisCommands
   prefix: string
+  /**
+   * Redis Cluster: every script touches keys of one slot. The chats are spread over CHAT_LOG_BUCKETS
+   * buckets, each with its own books and maxBytes / CHAT_LOG_BUCKETS of the budget (see RedisChatLog).
+   */
+  sharded?: boolean
   /** Each chat's keys live this long after its last write. */
   ttlSeconds?: number
   /** Recent messages kept per chat (the lowest ids go first). */
   messagesPerChat?: number
-  /** UTF-8 bytes of remembered message JSON over all chats (the least recently written chats go first). */
+  /**
+   * UTF-8 bytes of remembered message JSON over all chats (the least recently written chats go first);
+   * sharded, each bucket keeps maxBytes / CHAT_LOG_BUCKETS (rounded down) of its own chats.
+   */
   maxBytes?: number
   /** update_typing relayed per user and chat per one-second window, over every node on this Redis. */
   typingPerSecond?: number
@@ -38,7 +47,8 @@ return 1`)
  * KEYS: this chat's messages (hash id → JSON), order (ids by id), scope; then the chats by write
  * sequence (zset), the bytes per chat (hash) and the total bytes. ARGV: id, JSON, per-chat bound, byte
  * budget, TTL, the chat's key part, the key prefix, the scope ops. Bytes are HSTRLEN and #json: exact.
- * Other chats' keys are derived here from the prefix (not Redis Cluster safe; a later issue).
+ * Other chats' keys (expired or evicted ones) are derived here from the prefix, so they are not in KEYS:
+ * sharded, that prefix is the bucket's and carries its hash tag, so they are in the slot of KEYS.
  */
 const REMEMBER = new LuaScript(`${MERGE_SCOPE_FUNCTION}
 local messages, order, chats, by_chat, total = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6]
@@ -131,41 +141,69 @@ if count > tonumber(ARGV[1]) then return false end
 return redis.call('HGETALL', KEYS[2])`)
 
 /**
+ * Sharded mode splits the byte budget into this many buckets. Every node must use the same number (a
+ * chat's keys are named after its bucket), so it is a constant, not a setting.
+ */
+export const CHAT_LOG_BUCKETS = 16
+
+/** The bucket of a chat in sharded mode: FNV-1a (32 bits) of the uuid's UTF-8 bytes, mod CHAT_LOG_BUCKETS. */
+export function chatLogBucket (chatUuid: string): number {
+  let hash = 0x811c9dc5
+  for (const byte of Buffer.from(chatUuid)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0
+  return hash % CHAT_LOG_BUCKETS
+}
+
+/**
  * The standalone-mode chat log shared by every node, under `<prefix>chatlog:`. Per chat (`<chat>:`):
  * `messages` (hash by
  * id) with `order` (ids by score, trimmed to a bound), `scope` (hash: `known`, `widget`, `department`),
  * `typing:<user>` (a one-second counter). Over all chats: `chats` (zset by write sequence), `bytes-by-chat`
  * (hash) and `bytes` (the total), so the budget evicts the least recently written chats first. Every key
  * expires after a quiet TTL.
+ *
+ * Sharded (Redis Cluster), a script may only touch keys of one slot, and remembering a message touches
+ * the books and other chats' keys (eviction). So the chats are split into CHAT_LOG_BUCKETS buckets by a
+ * hash of their uuid, and everything above lives per bucket, under `<prefix>chatlog:{b<k>}:` — the chat's
+ * keys and its bucket's `chats`, `bytes-by-chat` and `bytes` share the hash tag `{b<k>}`, one slot. (The
+ * tag follows the prefix, as the sharded streams' `<prefix>history:{<topic>}` do, so every key still
+ * starts with REDIS_PREFIX.) Each bucket has maxBytes / CHAT_LOG_BUCKETS of the budget and evicts its own
+ * least recently written chats, so the total stays within maxBytes. The price: the eviction order is
+ * per bucket, not global (a busy bucket evicts while a quiet one keeps older chats), and one chat keeps
+ * at most a bucket's share of the budget (4 MiB of the default 64 MiB).
  */
 export class RedisChatLog implements ChatLog {
-  readonly #client: Redis
+  readonly #client: RedisCommands
   readonly #prefix: string
+  readonly #sharded: boolean
   readonly #ttlSeconds: number
   readonly #messagesPerChat: number
-  readonly #maxBytes: number
+  /** The budget of the books a chat is counted in: all of it, or sharded one bucket's share. */
+  readonly #budget: number
   readonly #typingPerSecond: number
 
   constructor (options: RedisChatLogOptions) {
     this.#client = options.client
     this.#prefix = `${options.prefix}chatlog:`
+    this.#sharded = options.sharded ?? false
     this.#ttlSeconds = options.ttlSeconds ?? 7 * 24 * 3600
     this.#messagesPerChat = options.messagesPerChat ?? chatLogDefaults.messagesPerChat
-    this.#maxBytes = options.maxBytes ?? chatLogDefaults.maxBytes
+    const maxBytes = options.maxBytes ?? chatLogDefaults.maxBytes
+    this.#budget = this.#sharded ? Math.floor(maxBytes / CHAT_LOG_BUCKETS) : maxBytes
     this.#typingPerSecond = options.typingPerSecond ?? chatLogDefaults.typingPerSecond
   }
 
   async remember (message: Message): Promise<void> {
     const chatUuid = message.chat.uuid
+    const books = this.#books(chatUuid)
     await this.#command('remember message', async () => await REMEMBER.run(
       this.#client,
       [
         this.#key(chatUuid, 'messages'), this.#key(chatUuid, 'order'), this.#key(chatUuid, 'scope'),
-        `${this.#prefix}chats`, `${this.#prefix}bytes-by-chat`, `${this.#prefix}bytes`
+        `${books}chats`, `${books}bytes-by-chat`, `${books}bytes`
       ],
       [
-        message.id, JSON.stringify(message), this.#messagesPerChat, this.#maxBytes, this.#ttlSeconds,
-        encodeURIComponent(chatUuid), this.#prefix, ...scopeOps(scopeChange(message.chat))
+        message.id, JSON.stringify(message), this.#messagesPerChat, this.#budget, this.#ttlSeconds,
+        encodeURIComponent(chatUuid), books, ...scopeOps(scopeChange(message.chat))
       ]
     ))
   }
@@ -177,11 +215,12 @@ export class RedisChatLog implements ChatLog {
   }
 
   async forget (chatUuid: string, messageId: number): Promise<void> {
+    const books = this.#books(chatUuid)
     await this.#command('forget message', async () => await FORGET.run(
       this.#client,
       [
         this.#key(chatUuid, 'messages'), this.#key(chatUuid, 'order'),
-        `${this.#prefix}chats`, `${this.#prefix}bytes-by-chat`, `${this.#prefix}bytes`
+        `${books}chats`, `${books}bytes-by-chat`, `${books}bytes`
       ],
       [messageId, encodeURIComponent(chatUuid)]
     ))
@@ -209,12 +248,22 @@ export class RedisChatLog implements ChatLog {
     return scopeOfRemembered(chatUuid, rememberedScope(entries))
   }
 
+  /**
+   * Where the chat's keys and the books it is counted in live: `<prefix>chatlog:`, or sharded its bucket's
+   * `<prefix>chatlog:{b<k>}:`. Every key of a bucket starts with this same text, which ends with the
+   * tag's `}`, so they share a slot whatever the prefix holds. REMEMBER derives other chats' keys from it.
+   */
+  #books (chatUuid: string): string {
+    return this.#sharded ? `${this.#prefix}{b${chatLogBucket(chatUuid)}}:` : this.#prefix
+  }
+
   #key (chatUuid: string, part: string): string {
-    return `${this.#prefix}${encodeURIComponent(chatUuid)}:${part}`
+    return `${this.#books(chatUuid)}${encodeURIComponent(chatUuid)}:${part}`
   }
 
   async #command<T> (what: string, run: () => Promise<T>): Promise<T> {
-    return await storeCommand(this.#client, ChatLogUnavailableError, `chat log: ${what}`, run)
+    // storeCommand reads only `status`, which a Cluster has as well ('ready' once it knows the slots).
+    return await storeCommand(this.#client as Redis, ChatLogUnavailableError, `chat log: ${what}`, run)
   }
 }
 
