@@ -2,8 +2,8 @@ import t, { type Test } from 'tap'
 import type { Bus, DurableEvent } from '../src/stores/bus.js'
 import { MemoryBus } from '../src/stores/bus-memory.js'
 import { RedisBus } from '../src/stores/bus-redis.js'
-import { createNodeClient, createRedisClient, createRedisCluster } from '../src/stores/redis.js'
-import { ShardedSubscriber } from '../src/stores/sharded-subscriber.js'
+import { createRedisClient } from '../src/stores/redis.js'
+import { clusterBus } from './helpers/cluster-bus.js'
 import { startRedisCluster, type RedisCluster } from './helpers/redis-ha.js'
 import { decodePacket, durablePacket } from '../src/protocol/packet.js'
 import { startRedis, type PrivateRedis } from './helpers/redis.js'
@@ -21,26 +21,6 @@ async function redisBus (t: Test, redis: PrivateRedis, prefix = redis.prefix(), 
     subscriber.disconnect()
   })
   while (!bus.isReady()) await new Promise((resolve) => setTimeout(resolve, 10))
-  return bus
-}
-
-/** A bus on a Redis Cluster: commands through ioredis Cluster, delivery by sharded pub/sub. */
-async function clusterBus (t: Test, cluster: RedisCluster, size = 100): Promise<RedisBus> {
-  const options = { retryMaxMs: 100, commandTimeoutMs: 1000 }
-  const target = { mode: 'cluster' as const, nodes: cluster.nodes }
-  const publisher = createRedisCluster(target, { ...options, role: 'publish' })
-  const subscriber = new ShardedSubscriber(publisher, (address) => createNodeClient(address, target, { ...options, role: 'subscribe' }), silent)
-  const bus = new RedisBus({ publisher, subscriber, prefix: cluster.prefix(), sharded: true, settleMs: 0, pingIntervalMs: 200, log: silent, retention: { size, ttlSeconds: 600, positionTtlSeconds: 3600 } })
-  t.teardown(async () => {
-    await bus.close()
-    subscriber.disconnect()
-    publisher.disconnect()
-  })
-  const started = Date.now()
-  while (!bus.isReady()) {
-    if (Date.now() - started > 10_000) throw new Error('the cluster bus did not get ready')
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
   return bus
 }
 
@@ -114,7 +94,8 @@ let sharedCluster: Promise<RedisCluster> | undefined
 streamSuite(t, 'redis-cluster', async (test, size) => {
   // One cluster for the file (torn down with it), a fresh prefix per test.
   sharedCluster ??= startRedisCluster(t)
-  return await clusterBus(test, await sharedCluster, size ?? 100)
+  const cluster = await sharedCluster
+  return await clusterBus(test, cluster, { prefix: cluster.prefix(), retention: { size: size ?? 100, ttlSeconds: 600, positionTtlSeconds: 3600 }, replicaAcks: { replicas: 1, timeoutMs: 500 } })
 })
 
 t.test('redis: a stream below the offset a reader holds (Redis back from an older snapshot) gets a new epoch', async (t) => {

@@ -191,7 +191,8 @@ export class RedisStreams {
   }
 
   async append (event: DurableEvent): Promise<number> {
-    const answer = this.isSharded ? await this.#appendSharded(event) : await this.#appendAll(event)
+    if (this.isSharded) return await this.#appendSharded(event)
+    const answer = await this.#appendAll(event)
     // Also after ALREADY_APPENDED: a retry is acknowledged only once the first append is replicated.
     await this.#replicated()
     return answer
@@ -242,7 +243,12 @@ export class RedisStreams {
       keys.push(this.position(chat), this.history(chat))
     }
     if (event.once !== undefined) keys.push(this.#once(event.once.token, slotTopic))
-    return Number(await SHARDED_APPEND.run(this.client, keys, args))
+    const { replicas, timeoutMs } = this.durability
+    if (replicas === 0) return Number(await SHARDED_APPEND.run(this.client, keys, args))
+    // Each stream's master replicates on its own: wait on each, right after its append.
+    const [answer, acked] = await SHARDED_APPEND.runThenWait(this.client, keys, args, replicas, timeoutMs)
+    if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
+    return Number(answer)
   }
 
   async #appendAll (event: DurableEvent): Promise<number> {
@@ -271,8 +277,6 @@ export class RedisStreams {
   async #replicated (): Promise<void> {
     const { replicas, timeoutMs } = this.durability
     if (replicas === 0) return
-    // On a cluster the writes went to several masters: WAIT would ask one at random (refused in config).
-    if (this.isSharded) throw new Error('replica acknowledgements are not supported on a cluster')
     const acked = await this.client.wait(replicas, timeoutMs)
     if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
   }

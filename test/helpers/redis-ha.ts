@@ -359,6 +359,8 @@ export interface RedisCluster {
   failover: (replica: Address, options?: { mode?: 'FORCE' | 'TAKEOVER', ms?: number }) => Promise<void>
   /** Moves a slot and its keys the way redis-cli --cluster reshard does; resolves with the number of keys moved. */
   migrateSlot: (slot: number, from: Address, to: Address) => Promise<number>
+  /** Starts a killed node again on its port: its nodes.conf makes it a replica of whoever took over. */
+  restartKilled: (address: Address, ms?: number) => Promise<void>
   slotOf: (key: string | Buffer) => number
   prefix: () => string
   processes: RedisProcess[]
@@ -460,6 +462,16 @@ export async function startRedisCluster (t: Tap, options: RedisClusterOptions = 
       await waitForHealthy(Math.max(deadline - Date.now(), POLL_MS))
     },
     migrateSlot: async (slot, from, to) => await migrateSlot(slot, from, to, await masters()),
+    restartKilled: async (address, ms = 15_000) => {
+      const server = servers.find((candidate) => sameAddress(candidate.address, address))
+      if (server === undefined) throw new Error(`${address.host}:${address.port} is none of ours`)
+      await server.launch()
+      await until(async () => {
+        if (await role(server.address) !== 'slave') notYet(`${server.port} is not a replica yet`)
+        await replicaLinkUp(server.address)
+      }, ms, `${server.label} back as a replica`, processes)
+      await waitForHealthy(ms)
+    },
     slotOf: clusterSlot,
     prefix: newPrefix,
     processes
