@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis'
 import { ChatLogUnavailableError } from './store-errors.js'
 import { chatLogDefaults, scopeChange, scopeOfRemembered, type ChatLog, type RememberedScope, type ScopeChange } from './chat-log.js'
 import type { Chat, Message } from '../protocol/protocol.js'
@@ -263,7 +262,7 @@ export class RedisChatLog implements ChatLog {
 
   async #command<T> (what: string, run: () => Promise<T>): Promise<T> {
     // storeCommand reads only `status`, which a Cluster has as well ('ready' once it knows the slots).
-    return await storeCommand(this.#client as Redis, ChatLogUnavailableError, `chat log: ${what}`, run)
+    return await storeCommand(this.#client, ChatLogUnavailableError, `chat log: ${what}`, run)
   }
 }
 

@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis'
 import type { ClaimOutcome, IdempotencyClaim, IdempotencyStore, IdempotentAnswer } from './idempotency.js'
 import { LuaScript, storeCommand, type RedisCommands } from './redis.js'
 import { IdempotencyUnavailableError } from './store-errors.js'
@@ -90,7 +89,7 @@ export class RedisIdempotency implements IdempotencyStore {
 
   async #command<T> (what: string, run: () => Promise<T>): Promise<T> {
     // storeCommand reads only `status`, which a Cluster has as well ('ready' once it knows the slots).
-    return await storeCommand(this.#client as Redis, IdempotencyUnavailableError, `idempotency: ${what}`, run)
+    return await storeCommand(this.#client, IdempotencyUnavailableError, `idempotency: ${what}`, run)
   }
 }
 

@@ -179,7 +179,7 @@ export function listen (client: { on: (event: string, listener: (...args: any[])
  * failure rethrown as the store's own unavailable error, naming what failed.
  */
 export async function storeCommand<T> (
-  client: Redis,
+  client: RedisCommands,
   Unavailable: new (message: string) => StoreUnavailableError,
   what: string,
   run: () => Promise<T>
