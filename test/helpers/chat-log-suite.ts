@@ -2,9 +2,8 @@ import type { Test } from 'tap'
 import type { ChatLog } from '../../src/stores/chat-log.js'
 import type { Chat, Message } from '../../src/protocol/protocol.js'
 
-// The store-independent chat log suite. A copy of chatLogSuite in test/chat-log.test.ts (which does not
-// export it), for the stores that file does not build: test/chat-log-cluster.test.ts runs it on a Redis
-// Cluster. The two copies should become one: that file can import everything below from here.
+// The store-independent chat log suite: test/chat-log.test.ts runs it on memory and one Redis,
+// test/chat-log-cluster.test.ts on a Redis Cluster.
 
 export interface Bounds {
   messagesPerChat?: number
