@@ -1,48 +1,80 @@
-import type { Redis } from 'ioredis'
 import type { Metrics } from '../metrics.js'
 import type { ChatSocket, PresenceEvent, PresencePackets } from './presence.js'
 import { EMIT } from './streams-redis.js'
 import { ALIVE, DEAD_NODES, HEARTBEAT, SWEEP, SWEPT, TOMBSTONE_MS } from './presence-scripts.js'
-import type { LuaScript, RedisLogger } from './redis.js'
+import { tag } from './cluster-slot.js'
+import type { LuaScript, RedisCommands, RedisLogger } from './redis.js'
+import { Topic } from '../protocol/routing.js'
 
-/** Where presence lives in Redis, under `<prefix>presence:` (see RedisPresence): every key, once. */
+/**
+ * Where presence lives in Redis, under `<prefix>presence:` (see RedisPresence): every key, once. Sharded
+ * (a cluster), each script's keys share a hash tag: a chat's under `{chat:<uuid>}` (its stream's and
+ * channel's slot), a node's under `{node:<id>}`, console sessions under `{consoles}`; the rest as named.
+ */
 export class PresenceKeys {
   readonly nodes: string
   readonly consoles: string
   readonly nodePrefix: string
+  readonly #base: string
 
-  constructor (readonly prefix: string) {
+  constructor (readonly prefix: string, readonly sharded = false) {
     const base = `${prefix}presence:`
+    this.#base = base
     this.nodes = `${base}nodes`
-    this.consoles = `${base}consoles`
+    this.consoles = sharded ? `${base}{consoles}:sessions` : `${base}consoles`
     this.nodePrefix = `${base}node:`
   }
 
   /** The set of a user's socket ids in a chat, over every node. */
   room (chatUuid: string, userKey: string): string {
-    return roomKey(this.prefix, chatUuid, userKey)
+    return this.sharded ? `${this.#chat(chatUuid)}:room:${encodeURIComponent(userKey)}` : roomKey(this.prefix, chatUuid, userKey)
   }
 
   /** A chat's customers with a socket there, over every node: room key → the holding of one of its sockets. */
   customers (chatUuid: string): string {
-    return `${this.prefix}presence:customers:${encodeURIComponent(chatUuid)}`
+    return this.sharded ? `${this.#chat(chatUuid)}:customers` : `${this.prefix}presence:customers:${encodeURIComponent(chatUuid)}`
+  }
+
+  /** Sharded: a chat's customers' latest decisions, user key → `<seq>:<1|0>` (see presence-scripts-sharded). */
+  decisions (chatUuid: string): string {
+    return `${this.#chat(chatUuid)}:decisions`
   }
 
   /** The set of an operator's console socket ids, over every node. */
   operator (operatorId: string): string {
-    return operatorKey(this.prefix, operatorId)
+    return this.sharded ? `${this.#base}{consoles}:operator:${encodeURIComponent(operatorId)}` : operatorKey(this.prefix, operatorId)
   }
 
   node (node: string): string {
-    return this.nodePrefix + node
+    return this.sharded ? `${this.#base}${tag(`node:${node}`)}` : this.nodePrefix + node
   }
 
   sockets (node: string): string {
-    return `${this.nodePrefix}${node}:sockets`
+    return `${this.node(node)}:sockets`
   }
 
   swept (node: string): string {
-    return `${this.nodePrefix}${node}:swept`
+    return `${this.node(node)}:swept`
+  }
+
+  /** Sharded: held by the survivor sweeping a node, with a TTL (a sweeper that dies is replaced). */
+  lease (node: string): string {
+    return `${this.node(node)}:sweeping`
+  }
+
+  /** Sharded: the last decision about a customer's room appended to a console stream, in that stream's slot. */
+  last (topic: string, chatUuid: string, userKey: string): string {
+    return `${this.#base}${tag(topic)}:last:${encodeURIComponent(chatUuid)}:${encodeURIComponent(userKey)}`
+  }
+
+  /** A topic's bus channel (as RedisBus names it). */
+  channel (topic: string): string {
+    return this.sharded ? this.prefix + tag(topic) : this.prefix + topic
+  }
+
+  /** The raw uuid inside the tag, as the chat's channel and stream keys carry it: the same slot. */
+  #chat (chatUuid: string): string {
+    return `${this.#base}${tag(Topic.chat(chatUuid))}`
   }
 }
 
@@ -76,7 +108,7 @@ export function chatSocketOf (connectionId: string, json: string): ChatSocket | 
 }
 
 /** Script arguments may carry packets: ioredis sends a Buffer as it is. */
-export async function runScript (script: LuaScript, client: Redis, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
+export async function runScript (script: LuaScript, client: RedisCommands, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
   return await script.run(client, keys, args as Array<string | number>)
 }
 
@@ -85,8 +117,24 @@ export function packetArgs (packets: PresencePackets, prefix: string, event: Pre
   return packets(event, socket).flatMap(({ topic, packet }) => [prefix + topic, packet])
 }
 
+/** What a heartbeat found: see NodePresence.heartbeat. */
+export type HeartbeatState = 'alive' | 'lost' | 'swept' | 'sweeping'
+
+/** This node in the cluster's presence: PresenceNode on one Redis, ShardedPresenceNode on a cluster. */
+export interface NodePresence {
+  /**
+   * Renews the heartbeat: 'alive', or the key was gone ('lost': Redis lost it; 'swept': a survivor swept
+   * us, write everything back; 'sweeping': a survivor is sweeping us now, the key stays gone until it is done).
+   */
+  heartbeat: () => Promise<HeartbeatState>
+  /** Sweeps every node whose heartbeat expired. */
+  sweepDead: () => Promise<void>
+  /** Removes one node's sockets from presence, announcing each user whose last socket went with it, once. */
+  sweep: (node: string, mode: 'dead' | 'self') => Promise<void>
+}
+
 export interface PresenceNodeOptions {
-  client: Redis
+  client: RedisCommands
   keys: PresenceKeys
   nodeId: string
   ttlMs: number
@@ -100,11 +148,10 @@ export interface PresenceNodeOptions {
  * sockets in one step (a dead node's by a survivor, exactly once; its own on close), announcing every
  * user whose last socket went with it.
  */
-export class PresenceNode {
+export class PresenceNode implements NodePresence {
   constructor (readonly options: PresenceNodeOptions) {}
 
-  /** Renews the heartbeat: 'alive', or the key was gone ('lost': Redis lost it; 'swept': a survivor swept us). */
-  async heartbeat (): Promise<'alive' | 'lost' | 'swept'> {
+  async heartbeat (): Promise<HeartbeatState> {
     const { client, keys, nodeId, ttlMs } = this.options
     const state = await HEARTBEAT.run(client, [keys.nodes, keys.node(nodeId), keys.swept(nodeId)], [nodeId, ttlMs])
     return state === ALIVE ? 'alive' : state === SWEPT ? 'swept' : 'lost'

@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis'
 import type { Bus } from './bus.js'
 import { PresenceUnavailableError } from './store-errors.js'
 import type { Metrics } from '../metrics.js'
@@ -6,13 +5,21 @@ import type { ChatCustomers, OnlineUser } from '../protocol/protocol.js'
 import {
   summarizeSessions, type ChatSocket, type ConsoleSession, type Presence, type PresencePackets
 } from './presence.js'
-import { listen, type RedisLogger } from './redis.js'
-import { PresenceKeys, PresenceNode, type StoredChatHolding } from './presence-node.js'
+import { listen, type RedisCommands, type RedisLogger } from './redis.js'
+import { PresenceKeys, PresenceNode, type NodePresence, type StoredChatHolding } from './presence-node.js'
+import { ShardedWrites } from './presence-sharded.js'
+import { ShardedPresenceNode } from './presence-sharded-node.js'
 import { SocketRecords, type StoredConsoleHolding, type StoredSession } from './presence-sockets.js'
+import { ScriptWrites } from './presence-writes.js'
 
 export interface RedisPresenceOptions {
   /** A command connection (shared with the bus publisher): presence never waits for Redis either. */
-  client: Redis
+  client: RedisCommands
+  /**
+   * Redis Cluster: every script on one slot (see PresenceKeys, presence-scripts-sharded). The bus must be
+   * sharded too, and `packets` give customer_presence as the bus's durable arguments (bus.durableArgument).
+   */
+  sharded?: boolean
   /** The bus on that connection: presence events go out only while it is ready (every node subscribed). */
   bus: Pick<Bus, 'canAnnounce' | 'onStateChange'>
   prefix: string
@@ -35,15 +42,17 @@ export interface RedisPresenceOptions {
  * `node:<id>:swept` (a survivor swept it). A survivor sweeps nodes whose heartbeat expired. The node
  * keeps one desired state per socket in memory: a write Redis did not take is retried until it does,
  * and all of it is written back after Redis lost it (a restart) or a survivor swept this node (a stall).
+ * On a Redis Cluster (`sharded`) the same, one slot per script: see ShardedWrites and ShardedPresenceNode.
  */
 export class RedisPresence implements Presence {
-  readonly #client: Redis
+  readonly #client: RedisCommands
+  readonly #sharded: boolean
   readonly #bus: Pick<Bus, 'canAnnounce'>
   readonly #nodeId: string
   readonly #metrics: Metrics
   readonly #log: RedisLogger
   readonly #keys: PresenceKeys
-  readonly #node: PresenceNode
+  readonly #node: NodePresence
   readonly #records: SocketRecords
   readonly #timer: NodeJS.Timeout
   readonly #detach: () => void
@@ -59,9 +68,12 @@ export class RedisPresence implements Presence {
     this.#nodeId = options.nodeId
     this.#metrics = options.metrics
     this.#log = options.log
-    this.#keys = new PresenceKeys(options.prefix)
-    this.#node = new PresenceNode({ ...options, keys: this.#keys })
-    this.#records = new SocketRecords({ ...options, keys: this.#keys })
+    this.#sharded = options.sharded ?? false
+    const keys = new PresenceKeys(options.prefix, this.#sharded)
+    this.#keys = keys
+    const writes = this.#sharded ? new ShardedWrites({ ...options, keys }) : new ScriptWrites({ ...options, keys })
+    this.#node = this.#sharded ? new ShardedPresenceNode({ ...options, keys }) : new PresenceNode({ ...options, keys })
+    this.#records = new SocketRecords({ ...options, writes })
     const tick = (): void => { this.tick().catch(() => {}) }
     this.#timer = setInterval(tick, options.heartbeatMs)
     this.#timer.unref()
@@ -127,6 +139,7 @@ export class RedisPresence implements Presence {
   /** One pipeline for every chat: each chat's customer index holds one holding per customer present. */
   async customersOnline (chatUuids: readonly string[]): Promise<ChatCustomers[]> {
     if (this.#client.status !== 'ready') throw new PresenceUnavailableError('presence: customers online: redis is not connected')
+    if (this.#sharded) return await this.#customersOnlineSharded(chatUuids)
     const pipeline = this.#client.pipeline()
     for (const chatUuid of chatUuids) pipeline.hvals(this.#keys.customers(chatUuid))
     let answers: Array<[Error | null, unknown]> | null
@@ -138,9 +151,18 @@ export class RedisPresence implements Presence {
     return chatUuids.map((chatUuid, index) => {
       const [error, holdings] = answers?.[index] ?? [new Error('no answer'), null]
       if (error !== null) throw new PresenceUnavailableError(`presence: customers online: ${error.message}`)
-      const users = (holdings as string[]).map((json) => (JSON.parse(json) as StoredChatHolding).user)
-      return { chat: { uuid: chatUuid }, users }
+      return { chat: { uuid: chatUuid }, users: usersOf(holdings as string[]) }
     })
+  }
+
+  /** A cluster pipeline must stay on one node: one HVALS per chat, in parallel (each chat its own slot). */
+  async #customersOnlineSharded (chatUuids: readonly string[]): Promise<ChatCustomers[]> {
+    try {
+      const indexes = await Promise.all(chatUuids.map(async (chatUuid) => await this.#client.hvals(this.#keys.customers(chatUuid))))
+      return chatUuids.map((chatUuid, index) => ({ chat: { uuid: chatUuid }, users: usersOf(indexes[index] ?? []) }))
+    } catch (error) {
+      throw new PresenceUnavailableError(`presence: customers online: ${(error as Error).message}`)
+    }
   }
 
   /**
@@ -184,6 +206,8 @@ export class RedisPresence implements Presence {
     if (this.#client.status !== 'ready') return
     try {
       const state = await this.#node.heartbeat()
+      // A survivor is sweeping this node: writing back now would race it; the sweep's end says 'swept'.
+      if (state === 'sweeping') return
       if (state === 'swept') this.#writeBack = 'swept'
       else if (state === 'lost') this.#writeBack ??= 'lost'
     } catch (error) {
@@ -203,6 +227,8 @@ export class RedisPresence implements Presence {
       this.#log.warn({ err: error, nodeId: this.#nodeId }, 'presence write-back or sweep failed: next heartbeat tries again')
     }
   }
+}
 
-
+function usersOf (holdings: string[]): ChatCustomers['users'] {
+  return holdings.map((json) => (JSON.parse(json) as StoredChatHolding).user)
 }

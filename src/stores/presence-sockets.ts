@@ -1,10 +1,9 @@
-import type { Redis } from 'ioredis'
 import type { Bus } from './bus.js'
 import type { Metrics } from '../metrics.js'
-import type { ChatSocket, ConsoleSession, PresencePackets } from './presence.js'
-import { packetArgs, runScript, type PresenceKeys } from './presence-node.js'
-import { ADD_SESSION, ANNOUNCED, BATCH, JOIN, LEAVE, NO_CAP, REFUSED, REMOVE_SESSION } from './presence-scripts.js'
-import type { RedisLogger } from './redis.js'
+import type { ChatSocket, ConsoleSession } from './presence.js'
+import { ANNOUNCED, BATCH, NO_CAP, REFUSED } from './presence-scripts.js'
+import { UnsettledError, type PresenceWrites } from './presence-writes.js'
+import type { RedisCommands, RedisLogger } from './redis.js'
 import { BusUnavailableError, PresenceUnavailableError, StoreUnavailableError } from './store-errors.js'
 
 /** What a node holds, one hash field per socket, so a survivor can undo it when the node dies. */
@@ -12,10 +11,10 @@ import { BusUnavailableError, PresenceUnavailableError, StoreUnavailableError } 
 export interface StoredConsoleHolding { console: string }
 export interface StoredSession extends Omit<ConsoleSession, 'connectedAt'> { connectedAt: string }
 
-export type Holding =
-  /** `customers`: a customer's chat index (see JOIN). */
-  | { kind: 'chat', socket: ChatSocket, room: string, customers?: string, json: string }
-  | { kind: 'console', operator: string, session: string, json: string }
+/** `customers`: a customer's chat index (see JOIN). */
+export interface ChatHolding { kind: 'chat', socket: ChatSocket, room: string, customers?: string, json: string }
+export interface ConsoleHolding { kind: 'console', operator: string, session: string, json: string }
+export type Holding = ChatHolding | ConsoleHolding
 
 /** One desired state per socket id: what Redis must hold for it, and whether it is known to. */
 export interface Entry {
@@ -36,18 +35,17 @@ export interface Entry {
 }
 
 export interface SocketRecordsOptions {
-  client: Redis
+  client: RedisCommands
   /** Sockets one user may hold per chat room, and consoles per operator, over all nodes. */
   maxSocketsPerUser: number
   log: RedisLogger
   bus: Pick<Bus, 'canAnnounce'>
-  keys: PresenceKeys
   nodeId: string
-  packets: PresencePackets
   metrics: Metrics
+  writes: PresenceWrites
 }
 
-/** One socket's record in Redis: written and erased by the scripts that decide and announce (see presence-scripts). */
+/** One socket's record in Redis: written and erased by the scripts that decide and announce (see PresenceWrites). */
 export class SocketRecords {
   readonly #entries = new Map<string, Entry>()
   /** Per socket id, the write in flight: writes of one socket reach Redis one after the other. */
@@ -70,41 +68,35 @@ export class SocketRecords {
   /** Records a socket (JOIN or ADD_SESSION); chat sockets only while the bus can carry the announcement. */
   async write (connectionId: string, entry: Entry, cap: number): Promise<number> {
     const { holding } = entry
+    const { writes } = this.options
     if (holding.kind === 'console') {
       this.ensureConnected(false)
       entry.sent = true
-      return Number(await ADD_SESSION.run(this.options.client,
-        [holding.operator, this.options.keys.consoles, this.options.keys.sockets(this.options.nodeId)], [connectionId, holding.session, holding.json, cap]))
+      return await writes.addSession(connectionId, holding, cap)
     }
     this.ensureConnected(true)
     entry.sent = true
-    const outcome = Number(await runScript(JOIN, this.options.client, this.#chatKeys(holding),
-      [connectionId, holding.json, cap, entry.force ? 'force' : '', ...packetArgs(this.options.packets, this.options.keys.prefix, 'user_connected', holding.socket)]))
+    const outcome = await writes.join(connectionId, holding, cap, entry.force)
     entry.force = false
     if (outcome === ANNOUNCED) this.options.metrics.eventsAccepted.inc({ source: 'presence' })
+    if (outcome !== REFUSED) await writes.settle(connectionId, holding, true)
     return outcome
   }
 
   /** Forgets a socket (LEAVE or REMOVE_SESSION). */
   async erase (connectionId: string, entry: Entry): Promise<void> {
     const { holding } = entry
+    const { writes } = this.options
     if (holding.kind === 'console') {
       this.ensureConnected(false)
-      await REMOVE_SESSION.run(this.options.client, [holding.operator, this.options.keys.consoles, this.options.keys.sockets(this.options.nodeId)], [connectionId])
+      await writes.removeSession(connectionId, holding)
       return
     }
     this.ensureConnected(true)
-    const announced = await runScript(LEAVE, this.options.client, this.#chatKeys(holding),
-      [connectionId, entry.force ? 'force' : '', ...packetArgs(this.options.packets, this.options.keys.prefix, 'user_disconnected', holding.socket)])
+    const announced = await writes.leave(connectionId, holding, entry.force)
     entry.force = false
-    if (announced === 1) this.options.metrics.eventsAccepted.inc({ source: 'presence' })
-  }
-
-  /** KEYS of JOIN and LEAVE: the room, this node's hash and, for a customer, its chat's index. */
-  #chatKeys (holding: Extract<Holding, { kind: 'chat' }>): string[] {
-    const keys = [holding.room, this.options.keys.sockets(this.options.nodeId)]
-    if (holding.customers !== undefined) keys.push(holding.customers)
-    return keys
+    if (announced) this.options.metrics.eventsAccepted.inc({ source: 'presence' })
+    await writes.settle(connectionId, holding, false)
   }
 
   ensureConnected (announcing: boolean): void {
@@ -154,11 +146,12 @@ export class SocketRecords {
   }
 
   #failed (operation: string, connectionId: string, entry: Entry, error: unknown): void {
+    const unsettled = error instanceof UnsettledError
     // Sent but unanswered (not refused before sending): it may still run, its announcement unheard.
-    if (!(error instanceof StoreUnavailableError)) entry.force = true
+    if (!(error instanceof StoreUnavailableError) && !unsettled) entry.force = true
     if (entry.pending) return
     entry.pending = true
-    this.options.metrics.presenceFailures.inc({ operation })
+    this.options.metrics.presenceFailures.inc({ operation: unsettled ? error.operation : operation })
     if (this.#failureLogged) return
     this.#failureLogged = true
     this.options.log.warn({ err: error, operation, connectionId }, 'presence write not taken by redis: retried until it is (further ones are counted in relay_presence_failures_total)')
