@@ -13,7 +13,8 @@ import { RedisChatLog } from '../src/stores/chat-log-redis.js'
 import { presencePackets, type Presence } from '../src/stores/presence.js'
 import { MemoryPresence } from '../src/stores/presence-memory.js'
 import { RedisPresence } from '../src/stores/presence-redis.js'
-import { createRedisClient, type RedisTarget } from '../src/stores/redis.js'
+import { createNodeClient, createRedisClient, createRedisCluster, type RedisClientOptions, type RedisCommands, type RedisLogger, type RedisTarget } from '../src/stores/redis.js'
+import { ShardedSubscriber, type SubscriberConnection } from '../src/stores/sharded-subscriber.js'
 
 /** Where the relay keeps and moves state: the bus between nodes, presence, the chat log, ingest idempotency. */
 export interface Stores {
@@ -34,17 +35,50 @@ interface OpenedStores extends Stores {
   disconnect: () => Promise<void>
 }
 
+interface Connections {
+  publisher: RedisCommands
+  subscriber: SubscriberConnection
+  close: () => Promise<void>
+}
+
 /**
- * Redis: two connections (publish, subscribe); presence, the chat log and idempotency share the publishing one, and
- * presence publishes its events itself, inside the scripts that decide them.
+ * One Redis or Sentinel: a publishing and a subscribing connection. A cluster: a cluster client for
+ * commands and scripts (each routed to its slot's master) and a subscriber per master (sharded pub/sub).
+ */
+function connect (url: RedisTarget, options: Omit<RedisClientOptions, 'role'>, log: RedisLogger): Connections {
+  if (url.mode !== 'cluster') {
+    const publisher = createRedisClient(url, { ...options, role: 'publish' })
+    const subscriber = createRedisClient(url, { ...options, role: 'subscribe' })
+    return {
+      publisher,
+      subscriber,
+      close: async () => {
+        await Promise.all([publisher, subscriber].map(async (client) => { await client.quit().catch(() => client.disconnect()) }))
+      }
+    }
+  }
+  const publisher = createRedisCluster(url, { ...options, role: 'publish' })
+  const subscriber = new ShardedSubscriber(publisher, (address) => createNodeClient(address, url, { ...options, role: 'subscribe' }), log)
+  return {
+    publisher,
+    subscriber,
+    close: async () => {
+      subscriber.disconnect()
+      await publisher.quit().catch(() => publisher.disconnect())
+    }
+  }
+}
+
+/**
+ * Redis: presence, the chat log and idempotency share the publishing connection, and presence publishes
+ * its events itself, inside the scripts that decide them.
  */
 function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
   const { config } = app
   const log = app.log.child({ component: 'redis' })
   const options = { retryMaxMs: config.REDIS_RETRY_MAX_MS, commandTimeoutMs: config.PUBLISH_TIMEOUT_MS }
-  if (url.mode === 'cluster') throw new Error('redis cluster: not wired yet')
-  const publisher = createRedisClient(url, { ...options, role: 'publish' })
-  const subscriber = createRedisClient(url, { ...options, role: 'subscribe' })
+  const { publisher, subscriber, close } = connect(url, options, log)
+  const sharded = url.mode === 'cluster'
   const nodeId = randomUUID()
   log.info({ nodeId, prefix: config.REDIS_PREFIX, mode: url.mode }, 'redis bus: connecting in the background')
   // Without history, settle one retry interval (plus a margin) after a reconnect: every node has
@@ -53,6 +87,7 @@ function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
     publisher,
     subscriber,
     prefix: config.REDIS_PREFIX,
+    sharded,
     retention: retentionOf(config),
     // Under the command timeout: a WAIT that outlives it would drop the connection.
     replicaAcks: { replicas: config.replicaAcks, timeoutMs: Math.max(1, Math.floor(config.PUBLISH_TIMEOUT_MS / 2)) },
@@ -77,15 +112,12 @@ function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
       packets: (event, socket) => presencePackets(event, socket).map(({ topic, packet, durable }) =>
         durable === undefined ? { topic, packet } : { topic, packet: bus.durableArgument(topic, durable) }),
       metrics: app.metrics,
-      log
+      log,
+      sharded
     }),
-    chatLog: new RedisChatLog({ client: publisher, prefix: config.REDIS_PREFIX, ...chatLogBounds(config) }),
-    idempotency: new RedisIdempotency({ client: publisher, prefix: config.REDIS_PREFIX }),
-    disconnect: async () => {
-      await Promise.all([publisher, subscriber].map(async (client) => {
-        await client.quit().catch(() => client.disconnect())
-      }))
-    }
+    chatLog: new RedisChatLog({ client: publisher, prefix: config.REDIS_PREFIX, sharded, ...chatLogBounds(config) }),
+    idempotency: new RedisIdempotency({ client: publisher, prefix: config.REDIS_PREFIX, sharded }),
+    disconnect: close
   }
 }
 

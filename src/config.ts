@@ -1,7 +1,7 @@
 import { randomBytes, createPublicKey } from 'node:crypto'
 import envSchema from 'env-schema'
 import { Type, type Static } from 'typebox'
-import { parseAddresses, type RedisTarget } from './stores/redis.js'
+import { parseAddresses, type RedisAddress, type RedisTarget } from './stores/redis.js'
 
 /** The environment the relay reads, with its defaults: the single source of the Config type. */
 export const EnvSchema = Type.Object({
@@ -14,11 +14,12 @@ export const EnvSchema = Type.Object({
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM (RS256 or ES256)' })),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   REDIS_SENTINELS: Type.Optional(Type.String({ minLength: 1, description: 'host:port,… of Redis Sentinels: the relay follows the primary they name (instead of REDIS_URL)' })),
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({ minLength: 1, description: 'host:port,… of some Redis Cluster nodes (the rest is discovered): sharded pub/sub, one slot per stream (instead of REDIS_URL)' })),
   REDIS_SENTINEL_NAME: Type.String({ minLength: 1, default: 'mymaster', description: 'the primary\'s name in the Sentinels\' configuration' }),
   REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'the Sentinels\' own password, if they require one' })),
-  REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'ACL user for the data nodes with REDIS_SENTINELS (with REDIS_URL, put it in the URL)' })),
-  REDIS_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'password for the data nodes with REDIS_SENTINELS (with REDIS_URL, put it in the URL)' })),
-  REDIS_REPLICA_ACKS: Type.Optional(Type.Integer({ minimum: 0, maximum: 16, description: 'replicas that must hold a durable event before it is acknowledged (WAIT); default 1 with REDIS_SENTINELS, else 0' })),
+  REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'ACL user for the data nodes with REDIS_SENTINELS or REDIS_CLUSTER_NODES (with REDIS_URL, put it in the URL)' })),
+  REDIS_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'password for the data nodes with REDIS_SENTINELS or REDIS_CLUSTER_NODES (with REDIS_URL, put it in the URL)' })),
+  REDIS_REPLICA_ACKS: Type.Optional(Type.Integer({ minimum: 0, maximum: 16, description: 'replicas that must hold a durable event before it is acknowledged (WAIT); default 1 with REDIS_SENTINELS or REDIS_CLUSTER_NODES, 0 with REDIS_URL' })),
   REDIS_PREFIX: Type.String({ default: 'relay:' }),
   REDIS_RETRY_MAX_MS: Type.Integer({ minimum: 10, default: 1000, description: 'longest wait between Redis reconnect attempts' }),
   PRESENCE_HEARTBEAT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'how often a node renews its presence heartbeat, sweeps dead nodes and pings its Redis subscriber' }),
@@ -89,27 +90,40 @@ function algorithmOf (pem: string): JwtAlgorithm {
   throw new ConfigError(`JWT_PUBLIC_KEY has unsupported key type ${keyType ?? 'unknown'} (use RSA or EC P-256)`)
 }
 
+function addressesOf (name: string, list: string): RedisAddress[] {
+  let addresses
+  try {
+    addresses = parseAddresses(list)
+  } catch (error) {
+    throw new ConfigError(`${name}: ${(error as Error).message}`)
+  }
+  if (addresses.length === 0) throw new ConfigError(`${name} names no server`)
+  return addresses
+}
+
 function redisTarget (parsed: Env): RedisTarget | undefined {
-  if (parsed.REDIS_SENTINELS === undefined) {
+  const set = (['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const).filter((name) => parsed[name] !== undefined)
+  if (set.length > 1) throw new ConfigError(`${set.join(' and ')} are exclusive: set one of them`)
+  const credentials = {
+    ...(parsed.REDIS_USERNAME === undefined ? {} : { username: parsed.REDIS_USERNAME }),
+    ...(parsed.REDIS_PASSWORD === undefined ? {} : { password: parsed.REDIS_PASSWORD })
+  }
+  if (parsed.REDIS_SENTINELS === undefined && parsed.REDIS_CLUSTER_NODES === undefined) {
     if (parsed.REDIS_USERNAME !== undefined || parsed.REDIS_PASSWORD !== undefined) {
-      throw new ConfigError('REDIS_USERNAME and REDIS_PASSWORD go with REDIS_SENTINELS; with REDIS_URL, put them in the URL')
+      throw new ConfigError('REDIS_USERNAME and REDIS_PASSWORD go with REDIS_SENTINELS or REDIS_CLUSTER_NODES; with REDIS_URL, put them in the URL')
     }
     return parsed.REDIS_URL === undefined ? undefined : { mode: 'single', url: parsed.REDIS_URL }
   }
-  if (parsed.REDIS_URL !== undefined) throw new ConfigError('REDIS_URL and REDIS_SENTINELS are exclusive: set one of them')
-  let sentinels
-  try {
-    sentinels = parseAddresses(parsed.REDIS_SENTINELS)
-  } catch (error) {
-    throw new ConfigError(`REDIS_SENTINELS: ${(error as Error).message}`)
+  if (parsed.REDIS_CLUSTER_NODES !== undefined) {
+    // The prefix leads every key and channel: a brace in it would be their hash tag, one slot for all.
+    if (/[{}]/.test(parsed.REDIS_PREFIX)) throw new ConfigError('REDIS_PREFIX must not contain { or } with REDIS_CLUSTER_NODES (it would be every key\'s hash tag)')
+    return { mode: 'cluster', nodes: addressesOf('REDIS_CLUSTER_NODES', parsed.REDIS_CLUSTER_NODES), ...credentials }
   }
-  if (sentinels.length === 0) throw new ConfigError('REDIS_SENTINELS names no sentinel')
   return {
     mode: 'sentinel',
-    sentinels,
+    sentinels: addressesOf('REDIS_SENTINELS', parsed.REDIS_SENTINELS as string),
     name: parsed.REDIS_SENTINEL_NAME,
-    ...(parsed.REDIS_USERNAME === undefined ? {} : { username: parsed.REDIS_USERNAME }),
-    ...(parsed.REDIS_PASSWORD === undefined ? {} : { password: parsed.REDIS_PASSWORD }),
+    ...credentials,
     ...(parsed.REDIS_SENTINEL_PASSWORD === undefined ? {} : { sentinelPassword: parsed.REDIS_SENTINEL_PASSWORD })
   }
 }
@@ -169,7 +183,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   return {
     ...parsed,
     redis,
-    replicaAcks: parsed.REDIS_REPLICA_ACKS ?? (redis?.mode === 'sentinel' ? 1 : 0),
+    replicaAcks: parsed.REDIS_REPLICA_ACKS ?? (redis === undefined || redis.mode === 'single' ? 0 : 1),
     apiTokens,
     allowedOrigins: origins.length > 0 ? origins : null,
     jwtAlgorithm,
