@@ -14,6 +14,7 @@ export default fp(async (app) => {
   app.decorate('publisher', new Publisher(app.stores.bus, app.stores.chatLog, metrics, {
     timeoutMs: config.PUBLISH_TIMEOUT_MS,
     rememberMessages: config.WEBHOOK_URL === undefined,
-    onceTtlSeconds: config.IDEMPOTENCY_TTL_S
+    onceTtlSeconds: config.IDEMPOTENCY_TTL_S,
+    lanes: config.consoleLanes
   }))
 }, { name: 'publisher', dependencies: ['config', 'metrics', 'stores'] })

@@ -21,7 +21,7 @@ export default fp(async (app) => {
   const webhook = config.WEBHOOK_URL === undefined
     ? null
     : new Webhook(config.WEBHOOK_URL, config.WEBHOOK_TOKEN, config.WEBHOOK_TIMEOUT_MS, metrics)
-  const hub = new Hub(bus, metrics, log, { readLimit: config.REPLAY_LIMIT, closeWindowMs: config.DRAIN_WINDOW_MS })
+  const hub = new Hub(bus, metrics, log, { readLimit: config.REPLAY_LIMIT, closeWindowMs: config.DRAIN_WINDOW_MS, lanes: config.consoleLanes })
   if (!hub.writer.fastPath) {
     log.warn({ ws: installedWsVersion(), fastPathWs: FAST_PATH_WS_VERSION }, 'ws is not the pinned release: frames go through ws.send (slower, still correct)')
   }

@@ -109,7 +109,7 @@ function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
       ttlMs: config.PRESENCE_TTL_MS,
       maxSocketsPerUser: config.MAX_SOCKETS_PER_USER,
       // customer_presence is durable: its scripts append it (emit) from an argument carrying its stream.
-      packets: (event, socket) => presencePackets(event, socket).map(({ topic, packet, durable }) =>
+      packets: (event, socket) => presencePackets(event, socket, config.consoleLanes).map(({ topic, packet, durable }) =>
         durable === undefined ? { topic, packet } : { topic, packet: bus.durableArgument(topic, durable) }),
       metrics: app.metrics,
       log,
@@ -133,7 +133,7 @@ function memoryStores (app: FastifyInstance): OpenedStores {
   const bus = new MemoryBus({ ...retentionOf(app.config), maxHistoryBytes: app.config.HISTORY_MAX_BYTES })
   const presence = new MemoryPresence({
     bus,
-    packets: presencePackets,
+    packets: (event, socket) => presencePackets(event, socket, app.config.consoleLanes),
     metrics: app.metrics,
     maxSocketsPerUser: app.config.MAX_SOCKETS_PER_USER,
     log: app.log.child({ component: 'presence' })

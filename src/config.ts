@@ -19,6 +19,7 @@ export const EnvSchema = Type.Object({
   REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'the Sentinels\' own password, if they require one' })),
   REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'ACL user for the data nodes with REDIS_SENTINELS or REDIS_CLUSTER_NODES (with REDIS_URL, put it in the URL)' })),
   REDIS_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'password for the data nodes with REDIS_SENTINELS or REDIS_CLUSTER_NODES (with REDIS_URL, put it in the URL)' })),
+  CONSOLE_LANES: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: 'streams each console topic is split into, a chat always on one (on a Redis Cluster: spread over the shards); default 8 with REDIS_CLUSTER_NODES, else 1; the same on every node' })),
   REDIS_REPLICA_ACKS: Type.Optional(Type.Integer({ minimum: 0, maximum: 16, description: 'replicas that must hold a durable event before it is acknowledged (WAIT); default 1 with REDIS_SENTINELS or REDIS_CLUSTER_NODES, 0 with REDIS_URL' })),
   REDIS_PREFIX: Type.String({ default: 'relay:' }),
   REDIS_RETRY_MAX_MS: Type.Integer({ minimum: 10, default: 1000, description: 'longest wait between Redis reconnect attempts' }),
@@ -62,6 +63,8 @@ export interface Config extends Env {
   redis: RedisTarget | undefined
   /** REDIS_REPLICA_ACKS with its default resolved. */
   replicaAcks: number
+  /** CONSOLE_LANES with its default resolved. */
+  consoleLanes: number
   apiTokens: string[]
   allowedOrigins: string[] | null
   jwtAlgorithm: JwtAlgorithm
@@ -184,6 +187,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     ...parsed,
     redis,
     replicaAcks: parsed.REDIS_REPLICA_ACKS ?? (redis === undefined || redis.mode === 'single' ? 0 : 1),
+    consoleLanes: parsed.CONSOLE_LANES ?? (redis?.mode === 'cluster' ? 8 : 1),
     apiTokens,
     allowedOrigins: origins.length > 0 ? origins : null,
     jwtAlgorithm,

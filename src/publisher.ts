@@ -39,7 +39,7 @@ export class Publisher {
     readonly bus: Bus,
     readonly chatLog: ChatLog,
     readonly metrics: Metrics,
-    readonly options: { timeoutMs: number, rememberMessages: boolean, onceTtlSeconds: number }
+    readonly options: { timeoutMs: number, rememberMessages: boolean, onceTtlSeconds: number, lanes?: number }
   ) {}
 
   /**
@@ -78,7 +78,7 @@ export class Publisher {
     if (!isDurable(event)) {
       await Promise.all(deliveries.flatMap((delivery) => {
         const packet = encodePacket(delivery, acceptedAt)
-        return audienceTopics(delivery.audience).map(async (topic) => await this.bus.publish(topic, packet))
+        return audienceTopics(delivery.audience, this.options.lanes).map(async (topic) => await this.bus.publish(topic, packet))
       }))
       return 0
     }
@@ -92,7 +92,7 @@ export class Publisher {
         payload = durable.payloads.push(numbered ? splitAtNumber(payloadHead) : [payloadHead]) - 1
         payloadOf.set(delivery.frame, payload)
       }
-      for (const topic of audienceTopics(delivery.audience)) durable.appends.push({ topic, routingHead, payload })
+      for (const topic of audienceTopics(delivery.audience, this.options.lanes)) durable.appends.push({ topic, routingHead, payload })
     }
     if (numbered && event.kind === 'message') durable.numbered = { chatUuid: event.message.chat.uuid }
     if (once !== undefined) durable.once = { token: once, ttlSeconds: this.options.onceTtlSeconds }

@@ -14,6 +14,15 @@ t.test('routing over Redis with three nodes: sockets on nodes 1 and 2, events po
   })
 })
 
+t.test('routing with console lanes (CONSOLE_LANES=3) on three nodes of one Redis', async (t) => {
+  routingSuite(t, async (t) => {
+    const redis = await startRedis(t)
+    const [ingest, ...socketNodes] = await startCluster(t, redis, 3, { CONSOLE_LANES: '3' })
+    if (ingest === undefined) throw new Error('no ingest node')
+    return { socketUrls: socketNodes.map((node) => node.wsUrl), post: ingest.post }
+  })
+})
+
 t.test('frames of every length form cross the bus and reach sockets byte-exact and in order', async (t) => {
   const redis = await startRedis(t)
   const [ingest, customerNode, consoleNode] = await startCluster(t, redis, 3)

@@ -9,7 +9,7 @@ import { chatOf, messageOf } from './helpers/routing-suite.js'
 /** Loops per variant; RECOVERY_LOOPS=50 for a long hunt for races. */
 const LOOPS = Number(process.env.RECOVERY_LOOPS ?? 3)
 const BURST = 500
-// Three Redis nodes and a 500-event burst per loop, 10 variants: more than tap's default 120 s on a loaded machine.
+// Three Redis nodes and a 500-event burst per loop, 14 variants: more than tap's default 120 s on a loaded machine.
 t.setTimeout(300_000)
 
 interface Cut {
@@ -25,6 +25,8 @@ interface Cut {
 
 const cuts: Cut[] = [
   { name: 'terminated', cut: async (client) => { client.socket.terminate(); await client.closed } },
+  // A console reads every lane of its topics: since carries a position per lane stream.
+  { name: 'terminated, console topics in 3 lanes', env: { CONSOLE_LANES: '3' }, cut: async (client) => { client.socket.terminate(); await client.closed } },
   {
     name: 'drained (1012)',
     code: 1012,

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { admits, audienceTopics, planDeliveries, sourcesAdmit, type SocketAttributes } from '../src/protocol/routing.js'
+import { admits, audienceTopics, baseTopic, laned, laneOf, lanesOf, planDeliveries, sourcesAdmit, type SocketAttributes } from '../src/protocol/routing.js'
 import type { Message } from '../src/protocol/protocol.js'
 
 const chatSocket = (role: string, userId: string, chatUuid = 'c1'): SocketAttributes =>
@@ -95,4 +95,20 @@ t.test('message_deleted reaches exactly whom the deleted message reached, carryi
   }
   const note = receivers(planDeliveries({ kind: 'message', event: 'message_deleted', message: message({ type: 'note' }) }), sockets)
   t.same(note, [operator, colleague], 'a deleted note: operators in the room, never the customer nor a console')
+})
+
+t.test('console lanes: a chat always on one lane of each console topic, a console reading all of them', async (t) => {
+  t.same(audienceTopics({ scope: 'sources', chat: { uuid: 'c1', widget: 'w' } }), ['widget:w', 'any-widget'], 'one lane: the plain names')
+  const lane = laneOf('c1', 4)
+  t.same(audienceTopics({ scope: 'sources', chat: { uuid: 'c1', widget: 'w' } }, 4), [`widget:w/${lane}`, `any-widget/${lane}`], 'both lanes of the chat')
+  t.same(audienceTopics({ scope: 'sources', chat: { uuid: 'c1' } }, 4), [`consoles/${lane}`], 'a chat without a widget on its consoles lane')
+  t.same(audienceTopics({ scope: 'broadcast' }, 4), ['consoles/0'], 'operator and global updates on lane 0')
+  t.same(audienceTopics({ scope: 'operator', operatorId: '7' }, 4), ['operator:7'], 'an operator\'s topic has no lanes')
+  const spread = new Set(Array.from({ length: 400 }, (_, index) => laneOf(`chat-${index}`, 4)))
+  t.same([...spread].sort(), [0, 1, 2, 3], 'chats spread over every lane')
+  t.equal(laneOf('c1', 4), lane, 'the same chat, the same lane')
+  t.same(lanesOf('any-widget', 3), ['any-widget/0', 'any-widget/1', 'any-widget/2'])
+  t.equal(baseTopic(laned('widget:a/b', 2, 3), 3), 'widget:a/b', 'a widget name with a slash keeps it')
+  t.equal(baseTopic('widget:a/b', 1), 'widget:a/b', 'without lanes nothing is cut')
+  t.equal(baseTopic('chat:x/1', 3), 'chat:x/1', 'chat topics have no lanes')
 })

@@ -217,20 +217,54 @@ export const Topic = {
 } as const
 
 /**
+ * Console lanes. Every widget message goes to a console topic (its widget's and any-widget, or
+ * consoles): on a Redis Cluster one such stream would put all console traffic on one shard. With
+ * `lanes` > 1 each is split into that many streams, `<topic>/<k>`, a chat always on the same lane (its
+ * events stay in one stream, in order), and a console reads every lane. One lane keeps the plain name.
+ */
+export function laned (topic: string, lane: number, lanes: number): string {
+  return lanes <= 1 ? topic : `${topic}/${lane}`
+}
+
+/** Every lane of a console topic. */
+export function lanesOf (topic: string, lanes: number): string[] {
+  return lanes <= 1 ? [topic] : Array.from({ length: lanes }, (_, lane) => `${topic}/${lane}`)
+}
+
+/** A chat's lane: FNV-1a of its uuid. */
+export function laneOf (chatUuid: string, lanes: number): number {
+  if (lanes <= 1) return 0
+  let hash = 0x811c9dc5
+  for (let index = 0; index < chatUuid.length; index++) hash = Math.imul(hash ^ chatUuid.charCodeAt(index), 0x01000193)
+  return (hash >>> 0) % lanes
+}
+
+/** The console topic a lane belongs to (with one lane, or a topic without lanes: itself). */
+export function baseTopic (topic: string, lanes: number): string {
+  if (lanes <= 1 || !(topic === Topic.consoles || topic === Topic.anyWidget || topic.startsWith('consoles/') || topic.startsWith('any-widget/') || topic.startsWith('widget:'))) return topic
+  // The lane is always the last `/<k>`, whatever a widget name holds.
+  const slash = topic.lastIndexOf('/')
+  return slash < 0 ? topic : topic.slice(0, slash)
+}
+
+/**
  * The topics an audience travels on. A chat with a widget goes out on two lanes, its widget's and
  * `anyWidget`, which reach disjoint consoles (Hub.deliver picks the lane by topic), so no console gets
  * it twice and a node holding only filtered consoles never receives other widgets' traffic.
  */
-export function audienceTopics (audience: Audience): string[] {
+export function audienceTopics (audience: Audience, lanes = 1): string[] {
   switch (audience.scope) {
     case 'chat':
       return [Topic.chat(audience.chat)]
     case 'sources': {
       const widget = audience.chat.widget
-      return widget === undefined ? [Topic.consoles] : [Topic.widget(widget), Topic.anyWidget]
+      const lane = laneOf(audience.chat.uuid, lanes)
+      return widget === undefined
+        ? [laned(Topic.consoles, lane, lanes)]
+        : [laned(Topic.widget(widget), lane, lanes), laned(Topic.anyWidget, lane, lanes)]
     }
     case 'broadcast':
-      return [Topic.consoles]
+      return [laned(Topic.consoles, 0, lanes)]
     case 'operator':
       return [Topic.operator(audience.operatorId)]
     default: {

@@ -3,7 +3,7 @@ import type { Connection } from './connection.js'
 import type { Metrics } from '../metrics.js'
 import { decodePacket, type Outbound, type Packet } from '../protocol/packet.js'
 import { CloseCode } from '../protocol/protocol.js'
-import { Topic, type Audience } from '../protocol/routing.js'
+import { baseTopic, lanesOf, Topic, type Audience } from '../protocol/routing.js'
 import { SocketIndex, type Sockets } from './socket-index.js'
 import { StreamTracker } from './stream-tracker.js'
 import { FrameHold, Writer } from './writer.js'
@@ -15,6 +15,8 @@ export interface HubOptions {
   closeWindowMs?: number
   /** False: always write through ws.send (see Writer). */
   fastPath?: boolean
+  /** Console lanes (CONSOLE_LANES, see laned in routing.ts): every console reads all of them. */
+  lanes?: number
 }
 
 /** Where each stream a socket reads stands when it is indexed: `connected.streams`. */
@@ -48,9 +50,11 @@ export class Hub {
   readonly writer: Writer
   readonly streams: StreamTracker
   readonly #closeWindowMs: number
+  readonly #lanes: number
 
   constructor (readonly bus: Bus, readonly metrics: Metrics, readonly log: HubLogger, options: HubOptions = {}) {
     this.#closeWindowMs = options.closeWindowMs ?? 5000
+    this.#lanes = options.lanes ?? 1
     this.streams = new StreamTracker(bus, {
       deliver: (topic, packet) => this.#deliverPacket(topic, packet),
       broken: (topic) => this.#closeReaders(topic),
@@ -138,10 +142,10 @@ export class Hub {
   topicsOf (connection: Connection): string[] {
     const { attributes } = connection
     if (attributes.endpoint === 'chat' && attributes.chatUuid !== undefined) return [Topic.chat(attributes.chatUuid)]
-    const topics = [Topic.consoles, Topic.operator(attributes.userId)]
+    const topics = [...lanesOf(Topic.consoles, this.#lanes), Topic.operator(attributes.userId)]
     const widgets = attributes.sources?.widgets
-    if (widgets === undefined) topics.push(Topic.anyWidget)
-    else for (const widget of widgets) topics.push(Topic.widget(widget))
+    if (widgets === undefined) topics.push(...lanesOf(Topic.anyWidget, this.#lanes))
+    else for (const widget of widgets) topics.push(...lanesOf(Topic.widget(widget), this.#lanes))
     return topics
   }
 
@@ -198,13 +202,14 @@ export class Hub {
   }
 
   #deliverPacket (topic: string, packet: Packet): void {
-    const sent = this.deliver(packet.audience, packet, topic)
+    const sent = this.deliver(packet.audience, packet, baseTopic(topic, this.#lanes))
     if (sent > 0) this.metrics.framesSent.inc(sent)
     this.metrics.fanoutSeconds.observe(Math.max(0, Date.now() - packet.acceptedAt) / 1000)
   }
 
   /** The sockets of this node that read a topic's stream (see topicsOf). */
-  readersOf (topic: string): Connection[] {
+  readersOf (laneTopic: string): Connection[] {
+    const topic = baseTopic(laneTopic, this.#lanes)
     const list = (sockets: Sockets | undefined): Connection[] =>
       sockets === undefined ? [] : sockets instanceof Set ? [...sockets] : [sockets]
     if (topic === Topic.consoles) return [...this.#consoles]

@@ -76,7 +76,7 @@ export interface PresenceLogger {
  * The one way presence events become bus packets: the routing table, each frame serialized once. A
  * customer's user_connected/user_disconnected carries its customer_presence for the consoles.
  */
-export function presencePackets (event: PresenceEvent, socket: ChatSocket): TopicPacket[] {
+export function presencePackets (event: PresenceEvent, socket: ChatSocket, lanes = 1): TopicPacket[] {
   const acceptedAt = Date.now()
   const { chatUuid, userKey, user, customerScope } = socket
   const events: RelayEvent[] = [{ kind: 'presence', event, chatUuid, userKey, user }]
@@ -84,10 +84,10 @@ export function presencePackets (event: PresenceEvent, socket: ChatSocket): Topi
   return events.flatMap((relayEvent) => planDeliveries(relayEvent)).flatMap((delivery) => {
     if (delivery.frame.type === 'customer_presence') {
       const durable = durableParts(delivery, acceptedAt)
-      return audienceTopics(delivery.audience).map((topic) => ({ topic, packet: EMPTY, durable }))
+      return audienceTopics(delivery.audience, lanes).map((topic) => ({ topic, packet: EMPTY, durable }))
     }
     const packet = encodePacket(delivery, acceptedAt)
-    return audienceTopics(delivery.audience).map((topic) => ({ topic, packet }))
+    return audienceTopics(delivery.audience, lanes).map((topic) => ({ topic, packet }))
   })
 }
 
