@@ -2,13 +2,17 @@ import type { LatencySummary } from './messages.js'
 import { rssBytes, totalCpuSeconds } from './proc.js'
 import { API_TOKEN, JWT_SECRET, relayEnv } from './relay-env.js'
 import {
-  currentRuntime, DriverProcess, InProcessDriver, startRedis, startServer, stop, type DriverLink, type RedisProcess, type Runtime, type ServerProcess
+  currentRuntime, DriverProcess, InProcessDriver, startRedis, startRedisCluster, startServer, stop,
+  type DriverLink, type RedisClusterProcesses, type RedisProcess, type Runtime, type ServerProcess
 } from './processes.js'
 import type { DriverAnswer, PostPlan } from './messages.js'
 import { Redis } from 'ioredis'
 import { redisCpuSeconds, runStorm } from './storm.js'
 import type { StormResult } from './storm-tally.js'
-import { clientCount, scenario, scenarioCases, systemsFor, WIRE, type BenchOptions, type Scenario, type ScenarioName, type SystemName } from './scenarios.js'
+import {
+  clientCount, REDIS_MODE_ACKS, REDIS_MODE_LABEL, scenario, scenarioCases, systemsFor, WIRE,
+  type BenchOptions, type RedisMode, type Scenario, type ScenarioName, type SystemName
+} from './scenarios.js'
 
 /**
  * One benchmark invocation: for each scenario, each system in turn on fresh server processes, measured
@@ -39,8 +43,14 @@ export interface CaseResult {
   /** (h): messages per POST /batch; absent: one POST /message each. */
   eventsPerRequest?: number
   redisMicrosPerDelivery?: number
-  /** The same Redis CPU per event posted (`messages`), µs. */
+  /** The same Redis CPU per event posted (`messages`), µs. On a cluster: all six nodes. */
   redisMicrosPerEvent?: number
+  /** On a cluster: the part of redisMicrosPerEvent spent by the three replicas. */
+  redisReplicaMicrosPerEvent?: number
+  /** With --redis-modes, on the relay's multi-node cases: where its nodes met. */
+  redisMode?: RedisMode
+  /** With --redis-modes: WAIT commands Redis ran over the posting window and the drain (INFO commandstats). */
+  redisWaits?: number
   latency: LatencySummary
   /** RSS growth per idle connection, after a full collection. */
   bytesPerConnection?: number
@@ -64,6 +74,15 @@ export interface CaseResult {
 interface Cluster {
   servers: ServerProcess[]
   pids: number[]
+  /** INFO CPU of the Redis the nodes meet through (seconds; on a cluster, the sum over all nodes and over the replicas). */
+  redisCpu?: () => Promise<{ total: number, replicas?: number }>
+  /** WAIT commands run so far (INFO commandstats, summed over every node). */
+  redisWaits?: () => Promise<number>
+}
+
+/** Calls of WAIT so far on one Redis (0 before its first). */
+async function waitCalls (redis: Redis): Promise<number> {
+  return Number(/^cmdstat_wait:calls=(\d+)/m.exec(await redis.info('commandstats'))?.[1] ?? 0)
 }
 
 /**
@@ -82,6 +101,10 @@ class Bench {
   redis: RedisProcess | undefined
   /** Reads the private redis-server's CPU (INFO CPU, µs resolution; /proc counts 10 ms ticks). */
   redisInfo: Redis | undefined
+  /** The private Redis Cluster (--redis-modes cluster…), started on first use and kept for the run. */
+  redisCluster: RedisClusterProcesses | undefined
+  /** One plain connection per cluster node, for INFO; `replica` as created. */
+  clusterInfo: Array<{ client: Redis, replica: boolean }> | undefined
   /** (g) cases run so far: each connects from its own block of loopback addresses. */
   scaleRounds = 0
 
@@ -92,13 +115,31 @@ class Bench {
   }
 
   /** `memory`: the servers collect and report their memory on SIGWINCH (see memoryAfterGc). */
-  async startCluster (system: SystemName, nodes: number, memory = false): Promise<Cluster> {
+  async startCluster (system: SystemName, nodes: number, memory = false, mode?: RedisMode): Promise<Cluster> {
     const env: Record<string, string> = {}
-    if (nodes > 1) {
+    const measured: Pick<Cluster, 'redisCpu' | 'redisWaits'> = {}
+    if (nodes > 1 && system === 'relay' && mode !== undefined && mode !== 'single') {
+      if (this.redisCluster === undefined) {
+        const started = performance.now()
+        this.redisCluster = await startRedisCluster()
+        this.log(`  Redis Cluster of 3 masters + 3 replicas ready in ${((performance.now() - started) / 1000).toFixed(1)} s: masters ${this.redisCluster.mastersEnv}`)
+      }
+      const cluster = this.redisCluster
+      const info = this.clusterInfo ??= cluster.nodes.map((node) => ({ client: new Redis(node.url), replica: cluster.replicas.includes(node) }))
+      env.REDIS_CLUSTER_NODES = cluster.mastersEnv
+      measured.redisCpu = async () => {
+        const each = await Promise.all(info.map(async ({ client, replica }) => ({ replica, cpu: await redisCpuSeconds(client) })))
+        return { total: each.reduce((sum, node) => sum + node.cpu, 0), replicas: each.reduce((sum, node) => sum + (node.replica ? node.cpu : 0), 0) }
+      }
+      measured.redisWaits = async () => (await Promise.all(info.map(async ({ client }) => await waitCalls(client)))).reduce((sum, calls) => sum + calls, 0)
+    } else if (nodes > 1) {
       this.redis ??= await startRedis()
-      this.redisInfo ??= new Redis(this.redis.url)
+      const info = this.redisInfo ??= new Redis(this.redis.url)
       env.REDIS_URL = this.redis.url
+      measured.redisCpu = async () => ({ total: await redisCpuSeconds(info) })
+      measured.redisWaits = async () => await waitCalls(info)
     }
+    if (nodes > 1 && system === 'relay' && mode !== undefined) env.REDIS_REPLICA_ACKS = String(REDIS_MODE_ACKS[mode])
     const script = system === 'relay' ? this.script('../server') : this.script(system === 'socketio' ? './servers/socketio' : './servers/raw-ws')
     if (system === 'wsCorked') env.CORK_PER_TURN = '1'
     if (system === 'relay') Object.assign(env, relayEnv())
@@ -119,21 +160,31 @@ class Bench {
       if (failure !== undefined) throw failure.reason
       throw new Error('the relay ignored REDIS_URL (GET /ready names no Redis bus): no 2-node row')
     }
-    return { servers, pids: servers.map((server) => server.pid) }
+    if (system === 'relay' && nodes > 1 && mode !== undefined) {
+      // GET /ready says "redis" whichever way the node reaches it: /metrics names the mode.
+      const expected = mode === 'single' ? 'single' : 'cluster'
+      const seen = await Promise.all(servers.map(async (server) => await redisModeOf(server.port)))
+      if (seen.some((modeSeen) => modeSeen !== expected)) {
+        await Promise.all(servers.map(async (server) => await server.stop()))
+        throw new Error(`the relay did not run on ${REDIS_MODE_LABEL[mode]}: GET /metrics says relay_redis_info mode ${seen.join(', ')}, not ${expected}`)
+      }
+    }
+    return { servers, pids: servers.map((server) => server.pid), ...measured }
   }
 
-  async run (system: SystemName, plan: Scenario): Promise<CaseResult> {
+  async run (system: SystemName, plan: Scenario, mode?: RedisMode): Promise<CaseResult> {
     const clients = clientCount(plan.workload)
     const base: CaseResult = {
       scenario: plan.name, title: plan.title, system, nodes: plan.nodes, clients, messages: plan.workload.messages,
       expected: 0, received: 0, lost: 0, extra: 0, closes: {}, postErrors: 0, seconds: 0, deliveriesPerSecond: 0,
       cpuMicrosPerDelivery: 0, latency: { count: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN }, driverCpuSeconds: 0,
       ...(plan.plan?.kind === 'rate' ? { rate: plan.plan.perSecond } : {}),
-      ...(plan.plan?.kind === 'batch' ? { eventsPerRequest: plan.plan.size } : {})
+      ...(plan.plan?.kind === 'batch' ? { eventsPerRequest: plan.plan.size } : {}),
+      ...(mode === undefined ? {} : { redisMode: mode })
     }
     let cluster: Cluster
     try {
-      cluster = await this.startCluster(system, plan.nodes, plan.plan === undefined || plan.scale !== undefined)
+      cluster = await this.startCluster(system, plan.nodes, plan.plan === undefined || plan.scale !== undefined, mode)
     } catch (error) {
       return { ...base, error: (error as Error).message.split('\n')[0] as string }
     }
@@ -224,15 +275,24 @@ class Bench {
     // Connection-time work (presence, user_connected) is over before the clock starts.
     await delay(500)
     for (const driver of [...drivers].reverse()) await driver.ask({ op: 'arm' }, 'armed')
-    const redisInfo = base.nodes > 1 ? this.redisInfo : undefined
+    const waitsBefore = base.redisMode === undefined ? undefined : await cluster.redisWaits?.()
     const cpuBefore = totalCpuSeconds(cluster.pids)
-    const redisBefore = redisInfo === undefined ? 0 : await redisCpuSeconds(redisInfo)
+    const redisBefore = await cluster.redisCpu?.()
     const prober = drivers[0] as DriverLink
     const posted = await prober.ask({ op: 'post', plan: postPlan }, 'posted')
     const drained = await Promise.all(drivers.map(async (driver) =>
       await driver.ask({ op: 'drain', idleMs: options.drainIdleMs, deadlineMs: 180_000 }, 'drained')))
     const cpu = totalCpuSeconds(cluster.pids) - cpuBefore
-    const redisCpu = redisInfo === undefined ? undefined : await redisCpuSeconds(redisInfo) - redisBefore
+    const redisAfter = await cluster.redisCpu?.()
+    const redisCpu = redisAfter === undefined || redisBefore === undefined ? undefined : redisAfter.total - redisBefore.total
+    const replicaCpu = redisAfter?.replicas === undefined || redisBefore?.replicas === undefined ? undefined : redisAfter.replicas - redisBefore.replicas
+    const waitsAfter = waitsBefore === undefined ? undefined : await cluster.redisWaits?.()
+    const waits = waitsAfter === undefined || waitsBefore === undefined ? undefined : waitsAfter - waitsBefore
+    if (waits !== undefined && base.redisMode !== undefined) {
+      // The cost of WAIT is what the cluster rows compare: a row that did not run what it says is an error.
+      const acks = REDIS_MODE_ACKS[base.redisMode]
+      if ((acks > 0) !== (waits > 0)) throw new Error(`REDIS_REPLICA_ACKS=${acks} but Redis ran ${waits} WAIT commands`)
+    }
 
     const sum = (field: 'expected' | 'received' | 'lost' | 'extra' | 'cpuSeconds'): number =>
       drained.reduce((total, answer) => total + answer[field], 0)
@@ -257,6 +317,8 @@ class Bench {
       ...(redisCpu === undefined
         ? {}
         : { redisMicrosPerDelivery: received > 0 ? redisCpu / received * 1e6 : Number.NaN, redisMicrosPerEvent: redisCpu / base.messages * 1e6 }),
+      ...(replicaCpu === undefined ? {} : { redisReplicaMicrosPerEvent: replicaCpu / base.messages * 1e6 }),
+      ...(waits === undefined ? {} : { redisWaits: waits }),
       latency: (drained[0] as (typeof drained)[number]).latency,
       driverCpuSeconds: sum('cpuSeconds')
     }
@@ -297,6 +359,10 @@ class Bench {
     this.redisInfo = undefined
     if (this.redis !== undefined) await stop(this.redis.child)
     this.redis = undefined
+    for (const { client } of this.clusterInfo ?? []) client.disconnect()
+    this.clusterInfo = undefined
+    await this.redisCluster?.stop()
+    this.redisCluster = undefined
   }
 }
 
@@ -309,6 +375,17 @@ async function startRelayInProcess (env: Record<string, string>): Promise<{ serv
   const port = typeof address === 'object' && address !== null ? address.port : 0
   const server: ServerProcess = { pid: process.pid, port, output: () => '', stop: async () => { await app.close() } }
   return { server, ready: JSON.stringify({ bus: app.stores.bus.kind }) }
+}
+
+/** The mode label of relay_redis_info at 1 on GET /metrics (single, sentinel, cluster, none), or what went wrong. */
+async function redisModeOf (port: number): Promise<string> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}/metrics`)
+    const text = await response.text()
+    return /^relay_redis_info\{mode="([^"]+)"\} 1$/m.exec(text)?.[1] ?? `absent (HTTP ${response.status})`
+  } catch (error) {
+    return `unreadable (${(error as Error).message})`
+  }
 }
 
 /**
@@ -368,13 +445,20 @@ export async function runBench (options: BenchOptions, log: (line: string) => vo
           rate = Math.max(1, Math.floor(rate / 2))
         }
       }
-      const plan = scenario(name, options, rate)
+      const named = scenario(name, options, rate)
+      const clustered = named.nodes > 1 && options.redisModes?.some((mode) => mode !== 'single') === true && systems.includes('relay')
+      const plan = clustered ? { ...named, title: named.title.replace(/ through one Redis$/, ' through one Redis, or a Redis Cluster where the row says so') } : named
       log(plan.title)
       for (const system of systems) {
+        // The relay's multi-node cases once per Redis mode asked for; everything else as it always ran.
+        const modes = system === 'relay' && plan.nodes > 1 && options.redisModes !== undefined ? options.redisModes : [undefined]
         for (const run of scenarioCases(plan, options)) {
-          const result = await bench.run(system, run)
-          log(`  ${system}${result.eventsPerRequest === undefined ? '' : `, ${result.eventsPerRequest} per batch`}: ${describe(result)}`)
-          results.push(result)
+          for (const mode of modes) {
+            const result = await bench.run(system, run, mode)
+            log(`  ${system}${mode === undefined ? '' : ` (${REDIS_MODE_LABEL[mode]})`}` +
+              `${result.eventsPerRequest === undefined ? '' : `, ${result.eventsPerRequest} per batch`}: ${describe(result)}`)
+            results.push(result)
+          }
         }
       }
     }

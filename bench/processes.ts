@@ -1,5 +1,9 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Redis } from 'ioredis'
 import { handle, type Driver } from './driver-core.js'
 import type { DriverAnswer, DriverRequest } from './messages.js'
 
@@ -159,12 +163,17 @@ export interface RedisProcess {
 
 /** A private redis-server on a free port (`--save '' --appendonly no`), never the shared 6379. */
 export async function startRedis (): Promise<RedisProcess> {
-  const port = await freePort()
+  return await launchRedis(await freePort(), [])
+}
+
+/** redis-server on `port` with `extra` arguments; resolves once it answers PING. */
+async function launchRedis (port: number, extra: string[], dir = '/tmp'): Promise<RedisProcess> {
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-    '--daemonize', 'no', '--loglevel', 'warning', '--dir', '/tmp'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    '--daemonize', 'no', '--loglevel', 'warning', '--dir', dir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
-  child.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  child.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  // Kept short and read for the process's whole life, so a full pipe never blocks it.
+  child.stdout?.on('data', (chunk: Buffer) => { output = (output + chunk.toString()).slice(-4000) })
+  child.stderr?.on('data', (chunk: Buffer) => { output = (output + chunk.toString()).slice(-4000) })
   const spawned = await new Promise<boolean>((resolve) => {
     child.once('spawn', () => resolve(true))
     child.once('error', () => resolve(false))
@@ -191,4 +200,125 @@ async function answersPing (port: number): Promise<boolean> {
       socket.destroy()
     })
   })
+}
+
+export interface RedisClusterProcesses {
+  /** All six redis-servers, masters and replicas; teardown stops each by its pid. */
+  nodes: RedisProcess[]
+  /** The masters as created, `host:port,host:port,host:port` (REDIS_CLUSTER_NODES). */
+  mastersEnv: string
+  masters: Array<{ host: string, port: number }>
+  /** The nodes that started as replicas (the bench fails nothing over, so they stay replicas). */
+  replicas: RedisProcess[]
+  stop: () => Promise<void>
+}
+
+/**
+ * A private Redis Cluster: 3 masters with one replica each (`redis-cli --cluster create
+ * --cluster-replicas 1`), every node `--save '' --appendonly no` on free loopback ports with its cluster
+ * bus port given explicitly (the default, port + 10000, is past 65535 for most ephemeral ports), its
+ * nodes.conf in a temporary directory. Resolves once every node says cluster_state:ok, agrees on who
+ * serves the 16,384 slots, and every replica's link is up. `stop` SIGTERMs each node by pid.
+ */
+export async function startRedisCluster (timeoutMs = 30_000): Promise<RedisClusterProcesses> {
+  const dir = await mkdtemp(join(tmpdir(), 'bench-redis-cluster-'))
+  const nodes: RedisProcess[] = []
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(nodes.map(async (node) => await stop(node.child)))
+    await rm(dir, { recursive: true, force: true })
+  }
+  try {
+    for (let n = 0; n < 6; n++) nodes.push(await launchClusterNode(dir))
+    const addresses = nodes.map((node) => node.url.replace('redis://', ''))
+    await createCluster(addresses, timeoutMs)
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const state = await clusterState(nodes)
+      if (typeof state !== 'string') {
+        const masters = nodes.filter((node) => !state.replicas.includes(node)).map((node) => ({ host: '127.0.0.1', port: Number(new URL(node.url).port) }))
+        return { nodes, masters, replicas: state.replicas, mastersEnv: masters.map(({ host, port }) => `${host}:${port}`).join(','), stop: stopAll }
+      }
+      if (Date.now() > deadline) throw new Error(`the Redis Cluster did not settle within ${timeoutMs} ms: ${state}`)
+      await delay(100)
+    }
+  } catch (error) {
+    await stopAll()
+    throw error
+  }
+}
+
+/** One cluster-enabled node on fresh ports; once more on fresh ones if somebody took a port first. */
+async function launchClusterNode (dir: string): Promise<RedisProcess> {
+  const attempt = async (): Promise<RedisProcess> => {
+    const [port, busPort] = [await freePort(), await freePort()]
+    return await launchRedis(port, ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`),
+      '--cluster-port', String(busPort), '--cluster-node-timeout', '5000',
+      // The 7.0 default waits 5 s for more replicas before a diskless full sync.
+      '--repl-diskless-sync-delay', '0'], dir)
+  }
+  return await attempt().catch(async () => await attempt())
+}
+
+async function createCluster (addresses: string[], ms: number): Promise<void> {
+  const child = spawn('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '1', '--cluster-yes'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout?.on('data', (chunk: Buffer) => { output = (output + chunk.toString()).slice(-4000) })
+  child.stderr?.on('data', (chunk: Buffer) => { output = (output + chunk.toString()).slice(-4000) })
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms)
+  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => {
+    child.once('error', () => resolve([null, 'redis-cli not found']))
+    child.once('exit', (...exit) => resolve(exit))
+  })
+  clearTimeout(timer)
+  if (code !== 0) throw new Error(`redis-cli --cluster create failed (${code ?? signal ?? '?'}): ${output}`)
+}
+
+/**
+ * The replicas once every node says cluster_state:ok, every node sees the same 3 masters serving the
+ * slots and 3 replicas, and each replica (by its own INFO) has its link up; else why not.
+ */
+async function clusterState (nodes: RedisProcess[]): Promise<{ replicas: RedisProcess[] } | string> {
+  try {
+    const views = await Promise.all(nodes.map(async (node) => await adminCall(node, async (client) => {
+      const state = /^cluster_state:(\w+)/m.exec(await client.call('CLUSTER', 'INFO') as string)?.[1]
+      const lines = parseClusterNodes(await client.call('CLUSTER', 'NODES') as string)
+      const replication = await client.info('replication')
+      return { node, state, lines, role: /^role:(\w+)/m.exec(replication)?.[1], link: /^master_link_status:(\w+)/m.exec(replication)?.[1] }
+    })))
+    const notOk = views.find((view) => view.state !== 'ok')
+    if (notOk !== undefined) return `${notOk.node.url} cluster_state:${notOk.state ?? '?'}`
+    const layouts = views.map((view) => view.lines.filter((line) => line.flags.includes('master') && line.slots.length > 0)
+      .map((line) => `${line.port}:${line.slots.join(' ')}`).sort().join('|'))
+    if (new Set(layouts).size !== 1) return `the nodes disagree on the slot owners: ${layouts.join(' / ')}`
+    const partial = views.find((view) => view.lines.filter((line) => line.flags.includes('master') && line.slots.length > 0).length !== 3 ||
+      view.lines.filter((line) => line.flags.includes('slave')).length !== 3)
+    if (partial !== undefined) return `${partial.node.url} does not see 3 masters with slots and 3 replicas yet`
+    const replicas = views.filter((view) => view.role === 'slave')
+    if (replicas.length !== 3 || replicas.some((view) => view.link !== 'up')) return `${replicas.filter((view) => view.link === 'up').length} of 3 replicas linked`
+    return { replicas: replicas.map((view) => view.node) }
+  } catch (error) {
+    return (error as Error).message
+  }
+}
+
+/** `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slot>...` */
+function parseClusterNodes (text: string): Array<{ host: string, port: number, flags: string[], slots: string[] }> {
+  return text.split('\n').filter((line) => line.trim() !== '').map((line) => {
+    const [, endpoint = '', flags = '', , , , , , ...slots] = line.trim().split(' ')
+    const hostPort = endpoint.split('@')[0] ?? ''
+    const colon = hostPort.lastIndexOf(':')
+    return { host: hostPort.slice(0, colon), port: Number(hostPort.slice(colon + 1)), flags: flags.split(','), slots: slots.filter((slot) => !slot.startsWith('[')) }
+  })
+}
+
+/** One short-lived admin connection that never retries: a node that does not answer fails the call. */
+async function adminCall<T> (node: RedisProcess, use: (client: Redis) => Promise<T>): Promise<T> {
+  const client = new Redis(node.url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 2000, commandTimeout: 2000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    return await use(client)
+  } finally {
+    client.disconnect()
+  }
 }

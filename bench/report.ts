@@ -1,5 +1,5 @@
 import type { CaseResult } from './bench.js'
-import { SYSTEM_LABEL, type ScenarioName, type SystemName } from './scenarios.js'
+import { REDIS_MODE_LABEL, SYSTEM_LABEL, type ScenarioName, type SystemName } from './scenarios.js'
 import { stormTable } from './storm-report.js'
 
 /** Markdown tables of a run, and the relay's ratios to its peers checked against the issue's targets. */
@@ -20,6 +20,10 @@ const SCALE_HEADER = '| system | clients | connect s | connects/s | server CPU �
 /** (h): the same messages ingested one per request and in batches, each row one case. */
 const INGEST_HEADER = '| ingest | requests | events | events/s | server CPU µs/event | p50 ms | p99 ms | max ms | lost | driver CPU s |\n' +
   '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
+
+/** The system, and with --redis-modes where the relay's nodes met. */
+const labelOf = (result: CaseResult): string =>
+  `${SYSTEM_LABEL[result.system]}${result.redisMode === undefined ? '' : `, ${REDIS_MODE_LABEL[result.redisMode]}`}`
 
 const cells = (values: Array<string | number>): string => values.reduce<string>((line, cell) => `${line} ${String(cell)} |`, '|')
 
@@ -81,7 +85,7 @@ function ingestComparison (rows: CaseResult[]): string[] {
 }
 
 function row (result: CaseResult): string {
-  const label = SYSTEM_LABEL[result.system]
+  const label = labelOf(result)
   if (result.error !== undefined) return `| ${label} | ${result.nodes} | ${thousands(result.clients)} | not run: ${result.error} ||||||||||||`
   const idle = result.messages === 0
   const lost = lostCell(result)
@@ -163,11 +167,37 @@ const CHECKS: Record<ScenarioName, Array<[string, Check | undefined, Check | und
   h: []
 }
 
+/** --redis-modes: each other mode's relay row against the relay on one Redis. */
+function redisModeComparisons (results: CaseResult[]): string[] {
+  const ran = results.filter((result) => result.system === 'relay' && result.redisMode !== undefined && result.error === undefined)
+  const single = ran.find((result) => result.redisMode === 'single')
+  const lines: string[] = []
+  for (const other of ran) {
+    if (other.redisMode === 'single') continue
+    const label = REDIS_MODE_LABEL[other.redisMode ?? 'single']
+    const waits = other.redisWaits === undefined ? '' : `; ${thousands(other.redisWaits)} WAITs for ${thousands(other.messages)} events`
+    if (single === undefined) {
+      lines.push(`- relay, ${label}: no row on one Redis to compare with${waits}`)
+      continue
+    }
+    const ratio = (field: 'deliveriesPerSecond' | 'cpuMicrosPerDelivery' | 'redisMicrosPerEvent'): string =>
+      `${fixed((other[field] ?? Number.NaN) / (single[field] ?? Number.NaN), 2)}×`
+    const gap = (field: 'p50' | 'p99'): string => {
+      const value = other.latency[field] - single.latency[field]
+      return `${value >= 0 ? '+' : ''}${fixed(value, 2)} ms`
+    }
+    lines.push(`- relay, ${label} / one Redis: deliveries/s ${ratio('deliveriesPerSecond')}, server CPU per delivery ${ratio('cpuMicrosPerDelivery')}, ` +
+      `Redis CPU per event ${ratio('redisMicrosPerEvent')}, p50 ${gap('p50')}, p99 ${gap('p99')}${waits} (no target)`)
+  }
+  return lines
+}
+
 const PEERS: Array<[SystemName, string]> = [['socketio', 'Socket.IO'], ['ws', 'raw ws'], ['wsCorked', 'raw ws corked']]
 
 function comparisons (results: CaseResult[], name: ScenarioName): string[] {
+  // The peers run on one Redis: so does the relay row they are compared with.
   const ok = (system: SystemName): CaseResult | undefined =>
-    results.find((result) => result.system === system && result.error === undefined)
+    results.find((result) => result.system === system && result.error === undefined && (result.redisMode ?? 'single') === 'single')
   const relay = ok('relay')
   if (relay === undefined) return []
   const lines: string[] = []
@@ -193,7 +223,9 @@ export function markdown (results: CaseResult[]): string {
       continue
     }
     // (c) keeps the last rate tried per system; (h)'s two cases are both the relay's.
-    const final = name === 'h' ? rows : rows.filter((result, index) => !rows.slice(index + 1).some((later) => later.system === result.system))
+    const final = name === 'h'
+      ? rows
+      : rows.filter((result, index) => !rows.slice(index + 1).some((later) => later.system === result.system && later.redisMode === result.redisMode))
     const title = (final.find((result) => result.system === 'relay') ?? final[0] as CaseResult).title
     const notes: string[] = []
     if (rows.length > final.length) {
@@ -208,10 +240,11 @@ export function markdown (results: CaseResult[]): string {
     const redis = final.filter((result) => result.error === undefined && result.redisMicrosPerEvent !== undefined)
     if (redis.length > 0) {
       notes.push(`- Redis CPU per event posted (INFO CPU over the posting window and the drain / ${thousands(redis[0]?.messages ?? 0)} events): ` +
-        `${redis.map((result) => `${SYSTEM_LABEL[result.system]} ${fixed(result.redisMicrosPerEvent, 1)} µs`).join('; ')} (no target)`)
+        `${redis.map((result) => `${labelOf(result)} ${fixed(result.redisMicrosPerEvent, 1)} µs` +
+          `${result.redisReplicaMicrosPerEvent === undefined ? '' : ` (all six nodes; the replicas ${fixed(result.redisReplicaMicrosPerEvent, 1)} µs of it)`}`).join('; ')} (no target)`)
     }
     const table = name === 'g' ? [SCALE_HEADER, ...final.map(scaleRow)] : name === 'h' ? [INGEST_HEADER, ...final.map(ingestRow)] : [HEADER, ...final.map(row)]
-    const compared = name === 'h' ? ingestComparison(final) : comparisons(final, name)
+    const compared = name === 'h' ? ingestComparison(final) : [...comparisons(final, name), ...redisModeComparisons(final)]
     sections.push([`### ${title}`, '', ...table, '', ...compared, ...notes].join('\n'))
   }
   return sections.join('\n\n')

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util'
 import { runBench } from './bench.js'
 import { ephemeralPorts, loadAverage, machine, openFileLimits, raiseOpenFileLimit } from './proc.js'
 import { markdown } from './report.js'
-import { DEFAULT_OPTIONS, DEFAULT_SYSTEMS, type BenchOptions, type ScenarioName } from './scenarios.js'
+import { DEFAULT_OPTIONS, DEFAULT_SYSTEMS, REDIS_MODES, type BenchOptions, type ScenarioName } from './scenarios.js'
 
 /**
  * `npm run bench [-- --flag value ...]`: every scenario and system in one invocation, tables on stdout
@@ -19,6 +19,7 @@ const { values } = parseArgs({
     scenarios: { type: 'string' },
     systems: { type: 'string' },
     'no-find-rate': { type: 'boolean' },
+    'redis-modes': { type: 'string' },
     out: { type: 'string' },
     json: { type: 'string' },
     profile: { type: 'string' },
@@ -32,10 +33,14 @@ const camel = (name: string): string => name.replace(/-(\w)/g, (_, letter: strin
 if (values.help === true) {
   const defaults = numeric.map((name) => `  --${name} ${String(DEFAULT_OPTIONS[camel(name) as keyof BenchOptions])}`)
   process.stdout.write([
-    'npm run bench -- [--scenarios a,b,c,d,e,f,g,h] [--systems relay,socketio,ws,wsCorked] [--no-find-rate] [--out FILE.md] [--json FILE] [--profile DIR]',
+    'npm run bench -- [--scenarios a,b,c,d,e,f,g,h] [--systems relay,socketio,ws,wsCorked] [--no-find-rate] [--redis-modes single,cluster,cluster-acks0]' +
+      ' [--out FILE.md] [--json FILE] [--profile DIR]',
     `  scenarios by default: ${DEFAULT_OPTIONS.scenarios.join(',')}; (g), ${DEFAULT_OPTIONS.scaleClients} sockets on one node, only with --scenarios g;`,
     `  (f), a reconnect storm of ${DEFAULT_OPTIONS.stormClients} sockets from a drained node to another (2–4 min), only with --scenarios f`,
     `  systems by default: ${DEFAULT_SYSTEMS.a.join(',')}; in (f) ${DEFAULT_SYSTEMS.f.join(',')}; in (g) ${DEFAULT_SYSTEMS.g.join(',')}; (h), batch ingest, runs the relay only`,
+    '  --redis-modes (default single): the relay\'s 2-node (b) once per mode, rows of one table: single, one redis-server (REDIS_URL);',
+    '  cluster, a private Redis Cluster of 3 masters + 3 replicas (REDIS_CLUSTER_NODES), each durable append WAITing for 1 replica;',
+    '  cluster-acks0, the same cluster with REDIS_REPLICA_ACKS=0. The cluster adds about 30 s per row (needs redis-cli)',
     '  (g) needs `ulimit -Hn` ≥ --scale-clients + 200 in the relay and raw ws servers; the bench raises it only where it may (CAP_SYS_RESOURCE)',
     ...defaults, ''
   ].join('\n'))
@@ -61,6 +66,7 @@ if (options.ingestBatch > 100) throw new Error('--ingest-batch: POST /batch take
 if (typeof values.scenarios === 'string') options.scenarios = listOf('scenarios', values.scenarios, Object.keys(DEFAULT_SYSTEMS) as ScenarioName[])
 if (typeof values.systems === 'string') options.systems = listOf('systems', values.systems, DEFAULT_SYSTEMS.a)
 if (values['no-find-rate'] === true) options.findRate = false
+if (typeof values['redis-modes'] === 'string') options.redisModes = listOf('redis-modes', values['redis-modes'], REDIS_MODES)
 if (typeof values.profile === 'string') options.profileDir = values.profile
 
 // Each server and driver holds one descriptor per socket (children inherit this limit; Node raises the

@@ -11,6 +11,21 @@ export const SYSTEM_LABEL: Record<SystemName, string> = {
   wsCorked: 'raw ws, corked per turn'
 }
 
+/**
+ * Where the relay's nodes meet in a multi-node case: one private redis-server (REDIS_URL, no WAIT), or
+ * a private Redis Cluster of 3 masters + 3 replicas (REDIS_CLUSTER_NODES: sharded pub/sub, a slot per
+ * stream), each durable append WAITing for one replica (the cluster default) or for none.
+ */
+export type RedisMode = 'single' | 'cluster' | 'cluster-acks0'
+export const REDIS_MODES: readonly RedisMode[] = ['single', 'cluster', 'cluster-acks0']
+export const REDIS_MODE_LABEL: Record<RedisMode, string> = {
+  single: 'one Redis',
+  cluster: 'Redis Cluster 3 masters + 3 replicas, WAIT 1 replica',
+  'cluster-acks0': 'Redis Cluster 3 masters + 3 replicas, no WAIT'
+}
+/** REDIS_REPLICA_ACKS each mode runs the relay with (set explicitly, whatever the caller's environment says). */
+export const REDIS_MODE_ACKS: Record<RedisMode, number> = { single: 0, cluster: 1, 'cluster-acks0': 0 }
+
 /** The wire protocol each system's clients speak. */
 export const WIRE: Record<SystemName, WireProtocol> = { relay: 'relay', socketio: 'socketio', ws: 'ws', wsCorked: 'ws' }
 
@@ -80,6 +95,11 @@ export interface BenchOptions {
   drainIdleMs: number
   /** Wait before reading the RSS of idle connections. */
   idleSettleMs: number
+  /**
+   * The relay's multi-node cases ((b), and (e) with --mix-nodes 2+) once per mode, in this order, as rows
+   * of the same table; the other systems run on one Redis only. Absent: one Redis, as before.
+   */
+  redisModes?: RedisMode[]
   /** Run the driver inside this process (the smoke test in `npm test`), not as child processes. */
   driverInProcess?: boolean
   /** Write a V8 CPU profile of every relay node into this directory (`node --cpu-prof`). */
