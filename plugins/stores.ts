@@ -53,7 +53,11 @@ function connect (url: RedisTarget, options: Omit<RedisClientOptions, 'role'>, l
       publisher,
       subscriber,
       close: async () => {
-        await Promise.all([publisher, subscriber].map(async (client) => { await client.quit().catch(() => client.disconnect()) }))
+        // disconnect() after quit(): it also closes what quit() leaves (sentinel connections, a client already ended).
+        await Promise.all([publisher, subscriber].map(async (client) => {
+          await client.quit().catch(() => {})
+          client.disconnect()
+        }))
       }
     }
   }
@@ -64,7 +68,8 @@ function connect (url: RedisTarget, options: Omit<RedisClientOptions, 'role'>, l
     subscriber,
     close: async () => {
       subscriber.disconnect()
-      await publisher.quit().catch(() => publisher.disconnect())
+      await publisher.quit().catch(() => {})
+      publisher.disconnect()
     }
   }
 }

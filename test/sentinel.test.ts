@@ -17,19 +17,6 @@ import { chatOf, messageOf, routingSuite } from './helpers/routing-suite.js'
 // default there). Each test starts its own primary, replica and three sentinels (test/helpers/redis-ha.ts).
 t.setTimeout(60_000)
 
-// ioredis 6.0.0: quit() on a Sentinel client with failoverDetector leaves the detector's connections to
-// every sentinel open (only disconnect() closes them), so a relay's app.close(), which quits its two
-// connections, leaves 2 x 3 sentinel connections and, once the sentinels are gone, 60 s reconnect timers:
-// this process would never exit. Until the relay closes them itself, disconnect() after every quit().
-const quit = Redis.prototype.quit
-Redis.prototype.quit = async function (this: Redis, ...args: Parameters<typeof quit>) {
-  try {
-    return await quit.apply(this, args)
-  } finally {
-    this.disconnect()
-  }
-} as typeof quit
-
 /** The relays' Redis connections in this process, and the last error each saw: a failure says what state they are in. */
 const relayConnections = new Map<Redis, string>()
 const connectRedis = Redis.prototype.connect

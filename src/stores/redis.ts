@@ -68,9 +68,10 @@ export function createRedisClient (target: string | Exclude<RedisTarget, { mode:
     ...credentials(where),
     ...(where.sentinelPassword === undefined ? {} : { sentinelPassword: where.sentinelPassword }),
     // Every sentinel down: keep asking, as a single Redis keeps reconnecting.
-    sentinelRetryStrategy: common.retryStrategy,
-    // Told by the Sentinels (+switch-master) the moment a failover ends, not at the next failed command.
-    failoverDetector: true
+    sentinelRetryStrategy: common.retryStrategy
+    // No failoverDetector: in ioredis 6.0.0 its +switch-master can interrupt the sentinel connect loop
+    // and end the connection for good (no more retries). A killed primary drops the connection, a
+    // Sentinel failover disconnects clients, and socketTimeout catches a hung one: each reconnects.
   })
 }
 
