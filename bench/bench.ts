@@ -10,7 +10,7 @@ import { Redis } from 'ioredis'
 import { redisCpuSeconds, runStorm } from './storm.js'
 import type { StormResult } from './storm-tally.js'
 import {
-  clientCount, REDIS_MODE_ACKS, REDIS_MODE_LABEL, scenario, scenarioCases, systemsFor, WIRE,
+  clientCount, DEFAULT_REDIS_MODES, REDIS_MODE_ACKS, REDIS_MODE_LABEL, scenario, scenarioCases, systemsFor, WIRE,
   type BenchOptions, type RedisMode, type Scenario, type ScenarioName, type SystemName
 } from './scenarios.js'
 
@@ -446,12 +446,13 @@ export async function runBench (options: BenchOptions, log: (line: string) => vo
         }
       }
       const named = scenario(name, options, rate)
-      const clustered = named.nodes > 1 && options.redisModes?.some((mode) => mode !== 'single') === true && systems.includes('relay')
+      const redisModes = options.redisModes ?? DEFAULT_REDIS_MODES[name]
+      const clustered = named.nodes > 1 && redisModes?.some((mode) => mode !== 'single') === true && systems.includes('relay')
       const plan = clustered ? { ...named, title: named.title.replace(/ through one Redis$/, ' through one Redis, or a Redis Cluster where the row says so') } : named
       log(plan.title)
       for (const system of systems) {
         // The relay's multi-node cases once per Redis mode asked for; everything else as it always ran.
-        const modes = system === 'relay' && plan.nodes > 1 && options.redisModes !== undefined ? options.redisModes : [undefined]
+        const modes = system === 'relay' && plan.nodes > 1 && redisModes !== undefined ? redisModes : [undefined]
         for (const run of scenarioCases(plan, options)) {
           for (const mode of modes) {
             const result = await bench.run(system, run, mode)

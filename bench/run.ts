@@ -38,9 +38,9 @@ if (values.help === true) {
     `  scenarios by default: ${DEFAULT_OPTIONS.scenarios.join(',')}; (g), ${DEFAULT_OPTIONS.scaleClients} sockets on one node, only with --scenarios g;`,
     `  (f), a reconnect storm of ${DEFAULT_OPTIONS.stormClients} sockets from a drained node to another (2–4 min), only with --scenarios f`,
     `  systems by default: ${DEFAULT_SYSTEMS.a.join(',')}; in (f) ${DEFAULT_SYSTEMS.f.join(',')}; in (g) ${DEFAULT_SYSTEMS.g.join(',')}; (h), batch ingest, runs the relay only`,
-    '  --redis-modes (default single): the relay\'s 2-node (b) once per mode, rows of one table: single, one redis-server (REDIS_URL);',
-    '  cluster, a private Redis Cluster of 3 masters + 3 replicas (REDIS_CLUSTER_NODES), each durable append WAITing for 1 replica;',
-    '  cluster-acks0, the same cluster with REDIS_REPLICA_ACKS=0. The cluster adds about 30 s per row (needs redis-cli)',
+    '  --redis-modes (default: single,cluster in (b)): the relay\'s 2-node cases once per mode, rows of one table: single, one redis-server',
+    '  (REDIS_URL); cluster, a private Redis Cluster of 3 masters + 3 replicas (REDIS_CLUSTER_NODES, needs redis-cli), each durable append',
+    '  WAITing for 1 replica; cluster-acks0, the same cluster with REDIS_REPLICA_ACKS=0. About 6 s to start the cluster, 10 s per row',
     '  (g) needs `ulimit -Hn` ≥ --scale-clients + 200 in the relay and raw ws servers; the bench raises it only where it may (CAP_SYS_RESOURCE)',
     ...defaults, ''
   ].join('\n'))

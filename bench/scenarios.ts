@@ -23,6 +23,11 @@ export const REDIS_MODE_LABEL: Record<RedisMode, string> = {
   cluster: 'Redis Cluster 3 masters + 3 replicas, WAIT 1 replica',
   'cluster-acks0': 'Redis Cluster 3 masters + 3 replicas, no WAIT'
 }
+/**
+ * The modes a scenario's relay rows run in when --redis-modes is not given: (b) on one Redis and on the
+ * cluster (about 20 s more: the cluster's start and one row); the other scenarios on one Redis only.
+ */
+export const DEFAULT_REDIS_MODES: Partial<Record<ScenarioName, RedisMode[]>> = { b: ['single', 'cluster'] }
 /** REDIS_REPLICA_ACKS each mode runs the relay with (set explicitly, whatever the caller's environment says). */
 export const REDIS_MODE_ACKS: Record<RedisMode, number> = { single: 0, cluster: 1, 'cluster-acks0': 0 }
 
@@ -97,7 +102,7 @@ export interface BenchOptions {
   idleSettleMs: number
   /**
    * The relay's multi-node cases ((b), and (e) with --mix-nodes 2+) once per mode, in this order, as rows
-   * of the same table; the other systems run on one Redis only. Absent: one Redis, as before.
+   * of the same table; the other systems run on one Redis only. Absent: DEFAULT_REDIS_MODES.
    */
   redisModes?: RedisMode[]
   /** Run the driver inside this process (the smoke test in `npm test`), not as child processes. */
