@@ -1,6 +1,9 @@
 import t, { type Test } from 'tap'
 import type { DurableEvent } from '../src/stores/bus.js'
-import type { RedisBus } from '../src/stores/bus-redis.js'
+import { Redis } from 'ioredis'
+import { RedisBus } from '../src/stores/bus-redis.js'
+import { createNodeClient, createRedisCluster } from '../src/stores/redis.js'
+import { ShardedSubscriber } from '../src/stores/sharded-subscriber.js'
 import { slotOf } from '../src/stores/cluster-slot.js'
 import { decodePacket, type Packet } from '../src/protocol/packet.js'
 import { StreamTracker } from '../src/socket/stream-tracker.js'
@@ -150,7 +153,6 @@ t.test('sharded channels: every topic is subscribed on the master of its slot', 
   const prefix = cluster.prefix()
   await reader(t, cluster, prefix)
   const masters = await cluster.masters()
-  const { Redis } = await import('ioredis')
   for (const topic of TOPICS) {
     const master = await masterOf(cluster, topic)
     const admin = new Redis({ host: master.host, port: master.port })
@@ -159,4 +161,44 @@ t.test('sharded channels: every topic is subscribed on the master of its slot', 
     t.ok(channels.includes(`${prefix}{${topic}}`), `${topic} on ${master.port}`)
   }
   t.equal(masters.length, 3)
+})
+
+t.test('a shard subscription that dies silently is found by that shard\'s probe, and the bus resubscribes', async (t) => {
+  const cluster = await startRedisCluster(t)
+  const prefix = cluster.prefix()
+  const connection = { retryMaxMs: 100, commandTimeoutMs: 1000 }
+  const target = { mode: 'cluster' as const, nodes: cluster.nodes }
+  const publisher = createRedisCluster(target, { ...connection, role: 'publish' })
+  const subscriber = new ShardedSubscriber(publisher, (address) => createNodeClient(address, target, { ...connection, role: 'subscribe' }), silent, 1000)
+  const seen = { probeFailed: 0 }
+  const bus = new RedisBus({ publisher, subscriber, prefix, sharded: true, settleMs: 0, pingIntervalMs: 150, log: silent, events: { probeFailed: () => { seen.probeFailed += 1 }, resubscribed: () => {} } })
+  t.teardown(async () => {
+    await bus.close()
+    subscriber.disconnect()
+    publisher.disconnect()
+  })
+  while (!bus.isReady()) await new Promise((resolve) => setTimeout(resolve, 10))
+  await bus.subscribe('chat:one')
+  const probes = subscriber.probeChannels((index) => `${prefix}{probe:x:${index}}`)
+  t.equal(probes.length, 3, 'one probe channel per master')
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.equal(seen.probeFailed, 0, 'every shard\'s probe comes back')
+  // Behind the bus's back, the shard holding chat:one drops that channel and its own probe channel.
+  const owner = await masterOf(cluster, 'chat:one')
+  const admin = new Redis({ host: owner.host, port: owner.port })
+  const shardProbe = await admin.call('PUBSUB', 'SHARDCHANNELS', `${prefix}{probe:*`) as string[]
+  admin.disconnect()
+  t.equal(shardProbe.length, 1, 'that master carries exactly one of the node\'s probe channels')
+  const states: string[] = []
+  bus.onStateChange((state) => states.push(state))
+  await subscriber.unsubscribe(`${prefix}{chat:one}`, ...shardProbe)
+  const started = Date.now()
+  while (seen.probeFailed === 0 && Date.now() - started < 5000) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.equal(seen.probeFailed, 1, 'the missing probe is reported')
+  while (!(states.includes('down') && bus.isReady()) && Date.now() - started < 10_000) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.same(states.slice(0, 1), ['down'], 'the bus went down meanwhile (/ready 503)')
+  t.ok(bus.isReady(), 'and came back')
+  const arrived = new Promise<string>((resolve) => bus.onPacket((topic, bytes) => { if (topic === 'chat:one') resolve(bytes.toString()) }))
+  await bus.publish('chat:one', Buffer.from('back'))
+  t.equal(await arrived, 'back', 'chat:one reaches the node again')
 })

@@ -83,11 +83,11 @@ export class RedisBus implements Bus {
   readonly #pingTimer: NodeJS.Timeout
   #closed = false
   readonly #reportedErrors = new Set<string>()
-  readonly #probeChannel: string
-  readonly #probeChannelBytes: Buffer
-  /** The probe in flight: sent, and (once PUBLISH answered) published; undefined: none is. */
-  #probeSentAt: number | undefined
-  #probePublished = false
+  /** This node's probe channels start with it: `<prefix>probe:<uuid>`, sharded `<prefix>{probe:<uuid>:<k>}`. */
+  readonly #probeBase: string
+  readonly #probeBaseBytes: Buffer
+  /** The probe in flight: its channels not back yet, and how many PUBLISHes are still unanswered. */
+  #probeInFlight: { pending: Set<string>, unanswered: number } | undefined
   readonly #events: NonNullable<RedisBusOptions['events']>
 
   constructor (options: RedisBusOptions) {
@@ -101,8 +101,8 @@ export class RedisBus implements Bus {
     this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention, options.replicaAcks, this.#sharded)
     this.#log = options.log
     this.#events = options.events ?? { probeFailed: () => {}, resubscribed: () => {} }
-    this.#probeChannel = `${options.prefix}${(options.sharded ?? false) ? `{probe:${randomUUID()}}` : `probe:${randomUUID()}`}`
-    this.#probeChannelBytes = Buffer.from(this.#probeChannel)
+    this.#probeBase = `${options.prefix}${(options.sharded ?? false) ? '{' : ''}probe:${randomUUID()}`
+    this.#probeBaseBytes = Buffer.from(this.#probeBase)
     const { publisher, subscriber } = options
     this.#detach.push(
       listen(publisher, 'ready', () => this.#update()),
@@ -203,7 +203,7 @@ export class RedisBus implements Bus {
     clearInterval(this.#pingTimer)
     this.#state = 'down'
     const channels = [...this.#topics].map((topic) => this.#channel(topic))
-    channels.push(this.#probeChannel)
+    channels.push(...this.#probeChannels())
     this.#topics.clear()
     if (this.#subscriber.status === 'ready') {
       await this.#subscriber.unsubscribe(...channels).catch((error: unknown) => {
@@ -213,36 +213,46 @@ export class RedisBus implements Bus {
     for (const detach of this.#detach.splice(0)) detach()
   }
 
+  /** One probe channel, or on a cluster one per master (each subscription lives on its own connection). */
+  #probeChannels (): string[] {
+    if (!this.#sharded) return [this.#probeBase]
+    return this.#subscriber.probeChannels?.((index) => `${this.#probeBase}:${index}}`) ?? [`${this.#probeBase}}`]
+  }
+
   /** Publishes a probe, or, if the last one never came back, replaces the subscriber connection. */
   #probe (): void {
     if (this.#closed || !this.#subscribed || this.#publisher.status !== 'ready') {
-      this.#probeSentAt = undefined
+      this.#probeInFlight = undefined
       return
     }
-    if (this.#probeSentAt !== undefined) {
+    const last = this.#probeInFlight
+    if (last !== undefined) {
       // Still queued behind slow commands (a WAIT): the publisher's delay, not the subscription's.
-      if (this.#probePublished) this.#probeFailed('it did not come back')
-      return
+      if (last.unanswered === 0 && last.pending.size > 0) this.#probeFailed(`${[...last.pending].join(', ')} did not come back`)
+      else if (last.pending.size === 0) this.#probeInFlight = undefined
+      if (this.#probeInFlight !== undefined) return
     }
-    const sentAt = Date.now()
+    const channels = this.#probeChannels()
+    const probe = { pending: new Set(channels), unanswered: channels.length }
     const generation = this.#generation
-    this.#probeSentAt = sentAt
-    this.#probePublished = false
-    this.#publishTo(this.#probeChannel, String(sentAt)).then((receivers) => {
-      if (this.#probeSentAt !== sentAt) return
-      this.#probePublished = true
-      // Redis knows of no subscriber on our channel: no need to wait for the next interval.
-      if (receivers === 0 && generation === this.#generation && this.#subscribed) this.#probeFailed('redis has no subscriber on it')
-    }, () => {
-      // Not the subscription's fault: the publisher's own failure shows elsewhere.
-      if (this.#probeSentAt === sentAt) this.#probeSentAt = undefined
-    })
+    this.#probeInFlight = probe
+    for (const channel of channels) {
+      this.#publishTo(channel, String(Date.now())).then((receivers) => {
+        if (this.#probeInFlight !== probe) return
+        probe.unanswered -= 1
+        // Redis knows of no subscriber on that channel: no need to wait for the next interval.
+        if (receivers === 0 && generation === this.#generation && this.#subscribed) this.#probeFailed(`redis has no subscriber on ${channel}`)
+      }, () => {
+        // Not the subscription's fault: the publisher's own failure shows elsewhere.
+        if (this.#probeInFlight === probe) this.#probeInFlight = undefined
+      })
+    }
   }
 
   #probeFailed (why: string): void {
-    this.#probeSentAt = undefined
+    this.#probeInFlight = undefined
     this.#events.probeFailed()
-    this.#log.warn({ channel: this.#probeChannel, why }, 'redis bus probe failed: reconnecting the subscriber')
+    this.#log.warn({ why }, 'redis bus probe failed: reconnecting the subscriber')
     // Its close turns the bus down (/ready 503); its next ready resubscribes and the streams repair.
     this.#subscriber.disconnect(true)
   }
@@ -256,8 +266,8 @@ export class RedisBus implements Bus {
   }
 
   #receive (channel: Buffer, message: Buffer): void {
-    if (channel.equals(this.#probeChannelBytes)) {
-      this.#probeSentAt = undefined
+    if (channel.subarray(0, this.#probeBaseBytes.length).equals(this.#probeBaseBytes)) {
+      this.#probeInFlight?.pending.delete(channel.toString())
       return
     }
     // Sharded: `<prefix>{<topic>}`.
@@ -271,7 +281,8 @@ export class RedisBus implements Bus {
     const generation = ++this.#generation
     this.#subscribed = false
     const channels = [...this.#topics].map((topic) => this.#channel(topic))
-    channels.push(this.#probeChannel)
+    const probes = this.#probeChannels()
+    channels.push(...probes)
     const batches: Array<Promise<unknown>> = []
     for (let start = 0; start < channels.length; start += SUBSCRIBE_BATCH) {
       batches.push(this.#subscriber.subscribe(...channels.slice(start, start + SUBSCRIBE_BATCH)))
@@ -279,9 +290,9 @@ export class RedisBus implements Bus {
     Promise.all(batches).then(() => {
       if (generation !== this.#generation || this.#closed) return
       this.#subscribed = true
-      this.#probeSentAt = undefined
+      this.#probeInFlight = undefined
       this.#events.resubscribed()
-      if (channels.length > 1) this.#log.info({ topics: channels.length - 1 }, 'redis bus resubscribed')
+      if (channels.length > probes.length) this.#log.info({ topics: channels.length - probes.length }, 'redis bus resubscribed')
       this.#update()
     }, (error: unknown) => {
       // The connection dropped meanwhile; its next 'ready' resubscribes again.

@@ -10,6 +10,8 @@ export interface SubscriberConnection {
   unsubscribe: (...channels: string[]) => Promise<unknown>
   ping: () => Promise<unknown>
   disconnect: (reconnect?: boolean) => void
+  /** Sharded: channels from `name(0, 1, …)`, one in a slot of each master, to probe every subscription. */
+  probeChannels?: (name: (index: number) => string) => string[]
   on: (event: string, listener: (...args: any[]) => void) => unknown
   off: (event: string, listener: (...args: any[]) => void) => unknown
 }
@@ -55,6 +57,19 @@ export class ShardedSubscriber extends EventEmitter implements SubscriberConnect
 
   async ping (): Promise<unknown> {
     return await Promise.all([...this.#shards.values()].map(async ({ redis }) => await redis.ping()))
+  }
+
+  probeChannels (name: (index: number) => string): string[] {
+    const channels: string[] = []
+    for (const master of new Set(this.#owners)) {
+      for (let index = 0; index < 100_000; index++) {
+        const channel = name(index)
+        if (this.#owners[slotOf(channel)] !== master) continue
+        channels.push(channel)
+        break
+      }
+    }
+    return channels
   }
 
   /** Drops every shard's connection; with `reconnect`, they come back (and the bus resubscribes). */
