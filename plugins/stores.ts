@@ -81,10 +81,10 @@ function connect (url: RedisTarget, options: Omit<RedisClientOptions, 'role'>, l
 function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
   const { config } = app
   const log = app.log.child({ component: 'redis' })
-  const options = { retryMaxMs: config.REDIS_RETRY_MAX_MS, commandTimeoutMs: config.PUBLISH_TIMEOUT_MS }
+  const nodeId = randomUUID()
+  const options = { retryMaxMs: config.REDIS_RETRY_MAX_MS, commandTimeoutMs: config.PUBLISH_TIMEOUT_MS, node: nodeId }
   const { publisher, subscriber, close } = connect(url, options, log)
   const sharded = url.mode === 'cluster'
-  const nodeId = randomUUID()
   log.info({ nodeId, prefix: config.REDIS_PREFIX, mode: url.mode }, 'redis bus: connecting in the background')
   // Without history, settle one retry interval (plus a margin) after a reconnect: every node has
   // resubscribed by then. With it, a node repairs from the streams what it missed while resubscribing.

@@ -11,7 +11,16 @@ import { chatOf, messageOf } from './helpers/routing-suite.js'
 /** Loops per variant; RECOVERY_LOOPS=50 for a long hunt for races. */
 const LOOPS = Number(process.env.RECOVERY_LOOPS ?? 3)
 
-t.test('redis: a subscriber killed mid-burst (CLIENT KILL TYPE pubsub): open sockets get every acknowledged event in order, repaired', async (t) => {
+/** Kills this node's subscribing connection only (CLIENT KILL ID): the ingest node keeps acknowledging meanwhile. */
+async function killSubscriber (probe: Redis, node: Relay): Promise<void> {
+  const name = `relay-subscribe-${(node.app.stores.presence as unknown as { nodeId: string }).nodeId}`
+  const line = (await probe.client('LIST') as string).split('\n').find((entry) => entry.includes(` name=${name} `))
+  const id = /\bid=(\d+)/.exec(line ?? '')?.[1]
+  if (id === undefined) throw new Error(`no connection named ${name}`)
+  await probe.call('CLIENT', 'KILL', 'ID', id)
+}
+
+t.test('redis: a subscriber killed mid-burst (CLIENT KILL ID): open sockets get every acknowledged event in order, repaired', async (t) => {
   const redis = await startRedis(t)
   // History enough for the gap: a burst posts hundreds of events in the time a subscriber reconnects.
   const [ingest, node] = await startCluster(t, redis, 2, { HISTORY_SIZE: '2000', REPLAY_LIMIT: '2000' }) as [Relay, Relay]
@@ -24,7 +33,7 @@ t.test('redis: a subscriber killed mid-burst (CLIENT KILL TYPE pubsub): open soc
     const repairedBefore = await metric(node, 'relay_stream_repairs_total', { outcome: 'repaired' })
     const killAt = 20 + Math.floor(Math.random() * 200)
     const burst = postBurst(ingest, chatOf(chatUuid), 300, (acked) => {
-      if (acked === killAt) void probe.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
+      if (acked === killAt) void killSubscriber(probe, node)
     })
     await burst.done
     for (const [client, who] of [[customer, 'customer'], [console_, 'console']] as const) {

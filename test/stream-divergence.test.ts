@@ -15,8 +15,8 @@ import { startRedis, type PrivateRedis } from './helpers/redis.js'
 const silent = { info: () => {}, warn: () => {}, error: () => {} }
 const TOPIC = 'chat:diverge'
 
-async function redisBus (t: Test, redis: PrivateRedis, prefix: string): Promise<RedisBus> {
-  const options = { retryMaxMs: 50, commandTimeoutMs: 1000 }
+async function redisBus (t: Test, redis: PrivateRedis, prefix: string, name: string): Promise<RedisBus> {
+  const options = { retryMaxMs: 50, commandTimeoutMs: 1000, node: name }
   const publisher = createRedisClient(redis.url, { ...options, role: 'publish' })
   const subscriber = createRedisClient(redis.url, { ...options, role: 'subscribe' })
   const bus = new RedisBus({ publisher, subscriber, prefix, settleMs: 0, pingIntervalMs: 200, log: silent })
@@ -50,7 +50,7 @@ async function until (check: () => boolean, what: string, ms = 5000): Promise<vo
 interface Node { bus: RedisBus, tracker: StreamTracker, delivered: Packet[], broken: string[], metrics: ReturnType<typeof createMetrics> }
 
 async function node (t: Test, redis: PrivateRedis, prefix: string): Promise<Node> {
-  const bus = await redisBus(t, redis, prefix)
+  const bus = await redisBus(t, redis, prefix, 'a')
   const metrics = createMetrics({ defaults: false })
   const delivered: Packet[] = []
   const broken: string[] = []
@@ -62,20 +62,33 @@ async function node (t: Test, redis: PrivateRedis, prefix: string): Promise<Node
   return { bus, tracker, delivered, broken, metrics }
 }
 
-/** Node A delivers one..three; its subscriber drops; meanwhile `meanwhile` runs and node B appends "other". */
+/** Kills node A's subscribing connection only: A resubscribes and repairs. */
+async function killSubscriberOfA (probe: Redis): Promise<void> {
+  const line = (await probe.client('LIST') as string).split('\n').find((entry) => entry.includes(' name=relay-subscribe-a '))
+  const id = /\bid=(\d+)/.exec(line ?? '')?.[1]
+  if (id === undefined) throw new Error('no subscriber of node A')
+  await probe.call('CLIENT', 'KILL', 'ID', id)
+}
+
+/**
+ * Node A delivers one..three; then `meanwhile` runs (the stream loses its tail, or not), node B appends
+ * "other", and A's subscriber drops, so A's repair after resubscribing looks at the stream.
+ */
 async function scene (t: Test, meanwhile: (probe: Redis, prefix: string) => Promise<void>): Promise<{ a: Node, b: RedisBus, epochBefore: string }> {
   const redis = await startRedis(t)
   const prefix = redis.prefix()
   const a = await node(t, redis, prefix)
-  const b = await redisBus(t, redis, prefix)
+  const b = await redisBus(t, redis, prefix, 'b')
   for (const text of ['one', 'two', 'three']) await b.append(event(text))
   await until(() => a.delivered.length === 3, 'node A delivered three events')
   const epochBefore = a.tracker.position(TOPIC)?.epoch as string
   const probe = new Redis(redis.url)
   t.teardown(() => probe.disconnect())
-  await probe.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
   await meanwhile(probe, prefix)
+  // With the tail lost, "other" takes offset 3 again: A gets it live and drops it as delivered already.
   await b.append(event('other'))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  await killSubscriberOfA(probe)
   return { a, b, epochBefore }
 }
 
@@ -101,11 +114,30 @@ t.test('a stream that lost the tail this node delivered, then reused its offset:
   t.equal(textOf(a.delivered[3] as Packet), 'after')
 })
 
-t.test('a resubscription with nothing lost: the check passes and the missed event is repaired in order', async (t) => {
+t.test('a resubscription with nothing lost: the check passes and nothing is closed', async (t) => {
   const { a } = await scene(t, async () => {})
-  await until(() => a.delivered.length === 4, 'node A got the event published while its subscriber was away')
+  await until(() => a.delivered.length === 4, 'node A got the event')
+  // Wait for the repair after the resubscription to have looked.
+  await new Promise((resolve) => setTimeout(resolve, 300))
   t.same(a.delivered.map(textOf), ['one', 'two', 'three', 'other'])
   t.same(a.broken, [], 'no socket closed')
   const metrics = await a.metrics.registry.getSingleMetricAsString('relay_stream_repairs_total')
   t.notMatch(metrics, /outcome="diverged"/, 'no divergence found')
+})
+
+t.test('a stream read after its events were published has nothing to compare: a resubscription closes nothing', async (t) => {
+  const redis = await startRedis(t)
+  const prefix = redis.prefix()
+  const b = await redisBus(t, redis, prefix, 'b')
+  for (const text of ['one', 'two', 'three']) await b.append(event(text))
+  const a = await node(t, redis, prefix)
+  t.equal(a.tracker.position(TOPIC)?.offset, 3, 'A starts at the top, having delivered nothing')
+  const probe = new Redis(redis.url)
+  t.teardown(() => probe.disconnect())
+  await killSubscriberOfA(probe)
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await b.append(event('four'))
+  await until(() => a.delivered.length === 1, 'the next event delivered')
+  t.same(a.delivered.map(textOf), ['four'])
+  t.same(a.broken, [], 'no socket closed: the event at offset 3 was never this node\'s to compare')
 })

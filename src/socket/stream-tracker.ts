@@ -30,6 +30,8 @@ interface StreamState {
    */
   lastAt: number
   lastSum: number
+  /** The offset lastAt and lastSum are of (0: nothing delivered since the position was read). */
+  lastOffset: number
   /** The next repair reads the last delivered event too and compares (set on every resubscription). */
   verify: boolean
   waiters: Waiter[]
@@ -54,7 +56,7 @@ export class StreamTracker {
 
   /** Starts tracking a topic just subscribed: reads its position, holding the packets that come meanwhile. */
   async open (topic: string): Promise<void> {
-    const state: StreamState = { epoch: undefined, offset: 0, held: [], again: false, waiters: [], lastAt: 0, lastSum: 0, verify: false }
+    const state: StreamState = { epoch: undefined, offset: 0, held: [], again: false, waiters: [], lastAt: 0, lastSum: 0, lastOffset: 0, verify: false }
     this.#states.set(topic, state)
     const started = Date.now()
     for (;;) {
@@ -108,7 +110,8 @@ export class StreamTracker {
   /** After a resubscription: what was published meanwhile is only in the streams. */
   repairAll (): void {
     for (const [topic, state] of this.#states) {
-      state.verify = state.offset > 0
+      // Only an event this node delivered can be compared (not one that preceded its first read).
+      state.verify = state.offset > 0 && state.lastOffset === state.offset
       if (state.held !== undefined) {
         state.again = true
         continue
@@ -147,6 +150,7 @@ export class StreamTracker {
 
   #deliver (topic: string, state: StreamState, packet: Packet): void {
     state.offset = packet.offset as number
+    state.lastOffset = state.offset
     state.lastAt = packet.acceptedAt
     state.lastSum = crc32(packet.frame)
     this.hooks.deliver(topic, packet)
@@ -201,6 +205,7 @@ export class StreamTracker {
       this.hooks.broken(topic)
       state.epoch = position.epoch
       state.offset = position.offset
+      state.lastOffset = 0
       if (diverged) {
         // Its clients' positions name events the stream no longer has: a new epoch makes them resync.
         await this.#newEpoch(topic, state)

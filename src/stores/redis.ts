@@ -11,6 +11,8 @@ export interface RedisLogger {
 export interface RedisClientOptions {
   /** Shown in CLIENT LIST and in logs: `publish` or `subscribe`. */
   role: string
+  /** This relay node's id, also in CLIENT LIST (`relay-<role>-<node>`), so an operator can tell nodes apart. */
+  node?: string
   /** Longest wait between reconnect attempts. */
   retryMaxMs: number
   /** A command without an answer this long fails and drops the connection (it must not hang callers). */
@@ -105,7 +107,7 @@ export function createNodeClient (address: RedisAddress, target: Extract<RedisTa
 function connectionOptions (options: RedisClientOptions) {
   const retryStrategy = (attempt: number): number => Math.min(50 * 2 ** Math.min(attempt, 10), options.retryMaxMs)
   return {
-    connectionName: `relay-${options.role}`,
+    connectionName: options.node === undefined ? `relay-${options.role}` : `relay-${options.role}-${options.node}`,
     enableOfflineQueue: false,
     // Commands in flight when the connection drops fail at once instead of being resent later (a late
     // PUBLISH after a 503 would deliver an event the backend will post again).
