@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import type { DurableEvent } from '../src/stores/bus.js'
 import { Redis } from 'ioredis'
 import { RedisBus } from '../src/stores/bus-redis.js'
-import { createNodeClient, createRedisCluster } from '../src/stores/redis.js'
+import { createNodeClient, createRedisCluster, LuaScript } from '../src/stores/redis.js'
 import { ShardedSubscriber } from '../src/stores/sharded-subscriber.js'
 import { slotOf } from '../src/stores/cluster-slot.js'
 import { decodePacket, type Packet } from '../src/protocol/packet.js'
@@ -17,6 +17,18 @@ import { startRedisCluster, type RedisCluster } from './helpers/redis-ha.js'
 // offset order, directly or by repair; a backend retries what failed with the same once token.
 
 const silent = { info: () => {}, warn: () => {}, error: () => {} }
+
+/** The KEYS of every script call in this file (appends, positions, reads), to check each touches one slot. */
+const scriptKeys: string[][] = []
+const { run, runBuffer } = LuaScript.prototype
+LuaScript.prototype.run = async function (this: LuaScript, client, keys, args) {
+  scriptKeys.push(keys)
+  return await run.call(this, client, keys, args)
+}
+LuaScript.prototype.runBuffer = async function (this: LuaScript, client, keys, args) {
+  scriptKeys.push(keys)
+  return await runBuffer.call(this, client, keys, args)
+}
 const TOPICS = ['chat:one', 'chat:two', 'chat:three', 'consoles', 'any-widget', 'widget:w1', 'operator:7', 'operator:8']
 
 function event (topic: string, text: string): DurableEvent {
@@ -201,4 +213,10 @@ t.test('a shard subscription that dies silently is found by that shard\'s probe,
   const arrived = new Promise<string>((resolve) => bus.onPacket((topic, bytes) => { if (topic === 'chat:one') resolve(bytes.toString()) }))
   await bus.publish('chat:one', Buffer.from('back'))
   t.equal(await arrived, 'back', 'chat:one reaches the node again')
+})
+
+t.test('every stream script call of this file touched keys of one slot', async (t) => {
+  t.ok(scriptKeys.length > 200, `${scriptKeys.length} calls recorded`)
+  const crossing = scriptKeys.filter((keys) => new Set(keys.map((key) => slotOf(key))).size > 1)
+  t.same(crossing, [], 'no call spans two slots')
 })
