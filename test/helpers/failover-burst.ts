@@ -334,6 +334,9 @@ export async function checkSeats (t: Test, seats: Seat[], events: BackendEvent[]
     t.same(seat.offsetProblems(), [], `${seat.name}: offsets strictly increase per stream over all its sockets`)
     t.same(seat.closes.filter((code) => code !== 1012), [], `${seat.name}: a socket closed by the relay is closed 1012`)
     t.same(seat.errors, [], `${seat.name}: every reconnect reached connected`)
+    // recovered: false tells the client to refetch: a loss, unless the position it held named an event
+    // that was never acknowledged (published by the old primary or master, lost with it, answered 503):
+    // a stream the promoted replica numbered differently from there can only start over.
     const unexcused = seat.notRecovered.filter(({ held }) => !held.some((id) => posted.get(id)?.answers[0] !== 200))
     t.same(unexcused, [], `${seat.name}: no reconnect answered recovered: false after only acknowledged events (recovered: ${JSON.stringify(seat.recovered)})`)
     if (seat.clients.length > 1 || seat.failedAttempts > 0) {
