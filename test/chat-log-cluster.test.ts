@@ -5,25 +5,17 @@ import { ChatLogUnavailableError } from '../src/stores/store-errors.js'
 import type { ChatLog } from '../src/stores/chat-log.js'
 import { CHAT_LOG_BUCKETS, chatLogBucket, RedisChatLog } from '../src/stores/chat-log-redis.js'
 import { slotOf } from '../src/stores/cluster-slot.js'
-import { createRedisCluster, LuaScript } from '../src/stores/redis.js'
+import { LuaScript } from '../src/stores/redis.js'
 import { chat, chatLogSuite, kept, range, sized, type MakeSubject } from './helpers/chat-log-suite.js'
 import { startRedisCluster } from './helpers/redis-ha.js'
+import { readyClusterClient } from './helpers/cluster-bus.js'
 
 // The Redis chat log in sharded mode on a real 3-master Redis Cluster: the store suite of
 // test/chat-log.test.ts, the split byte budget, the bookkeeping, and that every script call is one slot.
 
 const cluster = await startRedisCluster(t)
 
-async function readyCluster (t: Test, role = 'chat-log-test'): Promise<Cluster> {
-  const client = createRedisCluster({ mode: 'cluster', nodes: cluster.nodes }, { retryMaxMs: 100, commandTimeoutMs: 2000, role })
-  t.teardown(() => { client.disconnect() })
-  const started = Date.now()
-  while (client.status !== 'ready') {
-    if (Date.now() - started > 10_000) throw new Error(`the cluster client did not get ready (${client.status})`)
-    await sleep(10)
-  }
-  return client
-}
+const readyCluster = async (t: Test, role = 'chat-log-test'): Promise<Cluster> => await readyClusterClient(t, cluster, role, 2000)
 
 /** Polls `check` every 20 ms until it holds; fails after `ms`. */
 async function eventually (check: () => Promise<boolean>, what: string, ms = 5000): Promise<void> {

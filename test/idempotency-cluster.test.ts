@@ -1,64 +1,23 @@
 import { randomUUID } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Cluster } from 'ioredis'
 import t, { type Test } from 'tap'
 import { slotOf } from '../src/stores/cluster-slot.js'
 import { RedisIdempotency } from '../src/stores/idempotency-redis.js'
-import type { IdempotencyClaim, IdempotencyStore } from '../src/stores/idempotency.js'
-import { createRedisCluster, LuaScript } from '../src/stores/redis.js'
+import type { IdempotencyClaim } from '../src/stores/idempotency.js'
+import { LuaScript } from '../src/stores/redis.js'
 import { IdempotencyUnavailableError } from '../src/stores/store-errors.js'
 import { startRedisCluster } from './helpers/redis-ha.js'
+import { readyClusterClient } from './helpers/cluster-bus.js'
+import { storeContract } from './helpers/idempotency-contract.js'
 
 // Ingest idempotency through a Cluster client on a real 3-master Redis Cluster: the store contract of
 // test/idempotency.test.ts, the same key names as on one Redis, and one slot per script call.
 
 const cluster = await startRedisCluster(t)
 
-async function readyCluster (t: Test): Promise<Cluster> {
-  const client = createRedisCluster({ mode: 'cluster', nodes: cluster.nodes }, { retryMaxMs: 100, commandTimeoutMs: 1000, role: 'idempotency-test' })
-  t.teardown(() => { client.disconnect() })
-  const started = Date.now()
-  while (client.status !== 'ready') {
-    if (Date.now() - started > 10_000) throw new Error(`the cluster client did not get ready (${client.status})`)
-    await sleep(10)
-  }
-  return client
-}
+const readyCluster = async (t: Test, role = 'idempotency-test'): Promise<Cluster> => await readyClusterClient(t, cluster, role, 1000)
 
-async function eventually (check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
-    await sleep(50)
-  }
-}
 
-/** The store contract (as in test/idempotency.test.ts): a claim is atomic, and only its own token completes or releases it. */
-async function storeContract (t: Test, store: IdempotencyStore, key = randomUUID()): Promise<void> {
-  const route = '/global'
-  const mine: IdempotencyClaim = { route, key, token: 'mine', bodyHash: 'h1' }
-  const theirs: IdempotencyClaim = { route, key, token: 'theirs', bodyHash: 'h1' }
-  t.same(await store.claim(mine, 10_000), { state: 'claimed' })
-  t.same(await store.claim(theirs, 10_000), { state: 'pending', bodyHash: 'h1' }, 'a second claim sees the pending marker')
-  t.same(await store.claim({ ...theirs, route: '/update/chat' }, 10_000), { state: 'claimed' }, 'the same key on another route is another record')
-  t.equal(await store.complete(theirs, { status: 200, body: 'no' }, 10_000), false, 'another token cannot store an answer')
-  await store.release(theirs)
-  t.same(await store.claim(theirs, 10_000), { state: 'pending', bodyHash: 'h1' }, 'nor release the claim')
-  t.equal(await store.renew(mine, 10_000), true)
-  t.equal(await store.complete(mine, { status: 200, body: '{"ok":true}' }, 10_000), true)
-  t.same(await store.claim(theirs, 10_000), { state: 'answered', bodyHash: 'h1', answer: { status: 200, body: '{"ok":true}' } })
-  t.equal(await store.renew(mine, 10_000), false, 'an answered key is no claim any more')
-
-  const released: IdempotencyClaim = { route, key: `${key}-released`, token: 'a', bodyHash: 'h2' }
-  await store.claim(released, 10_000)
-  await store.release(released)
-  t.same(await store.claim({ ...released, token: 'b' }, 10_000), { state: 'claimed' }, 'a released key can be claimed again')
-
-  const lapsing: IdempotencyClaim = { route, key: `${key}-lapsing`, token: 'a', bodyHash: 'h3' }
-  await store.claim(lapsing, 100)
-  await eventually(async () => (await store.claim({ ...lapsing, token: 'b' }, 10_000)).state === 'claimed', 3000, 'the lease lapses')
-  t.equal(await store.complete(lapsing, { status: 200, body: '{}' }, 10_000), false, 'a lapsed claim stores nothing')
-}
 
 t.test('store contract: redis cluster, sharded and not (the option changes nothing)', async (t) => {
   const client = await readyCluster(t)

@@ -6,9 +6,9 @@ import { parsePrometheus } from './helpers/prometheus.js'
 import { startRedis, type PrivateRedis } from './helpers/redis.js'
 import { API_TOKEN, operatorToken, startRelay, testConfig, type Relay } from './helpers/relay.js'
 import { chatOf, messageOf } from './helpers/routing-suite.js'
+import { storeContract } from './helpers/idempotency-contract.js'
 import { MemoryIdempotency } from '../src/stores/idempotency-memory.js'
 import { RedisIdempotency } from '../src/stores/idempotency-redis.js'
-import type { IdempotencyClaim, IdempotencyStore } from '../src/stores/idempotency.js'
 import { createRedisClient } from '../src/stores/redis.js'
 
 interface Answer { statusCode: number, body: string, headers: Record<string, unknown> }
@@ -394,33 +394,6 @@ t.test('OpenAPI: Idempotency-Key is an optional header of every publishing route
   t.notOk((onlineUsers.parameters ?? []).some((parameter: { name: string }) => parameter.name.toLowerCase() === 'idempotency-key'), 'a route that publishes nothing has no such header')
 })
 
-/** The store contract, on both implementations: a claim is atomic, and only its own token completes or releases it. */
-async function storeContract (t: Test, store: IdempotencyStore): Promise<void> {
-  const route = '/global'
-  const key = randomUUID()
-  const mine: IdempotencyClaim = { route, key, token: 'mine', bodyHash: 'h1' }
-  const theirs: IdempotencyClaim = { route, key, token: 'theirs', bodyHash: 'h1' }
-  t.same(await store.claim(mine, 10_000), { state: 'claimed' })
-  t.same(await store.claim(theirs, 10_000), { state: 'pending', bodyHash: 'h1' }, 'a second claim sees the pending marker')
-  t.same(await store.claim({ ...theirs, route: '/update/chat' }, 10_000), { state: 'claimed' }, 'the same key on another route is another record')
-  t.equal(await store.complete(theirs, { status: 200, body: 'no' }, 10_000), false, 'another token cannot store an answer')
-  await store.release(theirs)
-  t.same(await store.claim(theirs, 10_000), { state: 'pending', bodyHash: 'h1' }, 'nor release the claim')
-  t.equal(await store.renew(mine, 10_000), true)
-  t.equal(await store.complete(mine, { status: 200, body: '{"ok":true}' }, 10_000), true)
-  t.same(await store.claim(theirs, 10_000), { state: 'answered', bodyHash: 'h1', answer: { status: 200, body: '{"ok":true}' } })
-  t.equal(await store.renew(mine, 10_000), false, 'an answered key is no claim any more')
-
-  const released: IdempotencyClaim = { route, key: randomUUID(), token: 'a', bodyHash: 'h2' }
-  await store.claim(released, 10_000)
-  await store.release(released)
-  t.same(await store.claim({ ...released, token: 'b' }, 10_000), { state: 'claimed' }, 'a released key can be claimed again')
-
-  const lapsing: IdempotencyClaim = { route, key: randomUUID(), token: 'a', bodyHash: 'h3' }
-  await store.claim(lapsing, 100)
-  await eventually(async () => (await store.claim({ ...lapsing, token: 'b' }, 10_000)).state === 'claimed', 3000, 'the lease lapses')
-  t.equal(await store.complete(lapsing, { status: 200, body: '{}' }, 10_000), false, 'a lapsed claim stores nothing')
-}
 
 t.test('store contract: memory', async (t) => {
   await storeContract(t, new MemoryIdempotency())

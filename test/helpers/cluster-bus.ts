@@ -1,3 +1,4 @@
+import type { Cluster } from 'ioredis'
 import { RedisBus, type RedisBusOptions } from '../../src/stores/bus-redis.js'
 import { createNodeClient, createRedisCluster } from '../../src/stores/redis.js'
 import { ShardedSubscriber } from '../../src/stores/sharded-subscriber.js'
@@ -26,4 +27,16 @@ export async function clusterBus (t: Tap, cluster: RedisCluster, options: Partia
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   return bus
+}
+
+/** A cluster command client as the relay makes one, once it is ready; disconnected in teardown. */
+export async function readyClusterClient (t: Tap, cluster: RedisCluster, role: string, commandTimeoutMs = 1000): Promise<Cluster> {
+  const client = createRedisCluster({ mode: 'cluster', nodes: cluster.nodes }, { retryMaxMs: 100, commandTimeoutMs, role })
+  t.teardown(() => { client.disconnect() })
+  const started = Date.now()
+  while (client.status !== 'ready') {
+    if (Date.now() - started > 10_000) throw new Error(`the cluster client did not get ready (${client.status})`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  return client
 }
