@@ -99,6 +99,7 @@ function redisStores (app: FastifyInstance, url: RedisTarget): OpenedStores {
     settleMs: config.HISTORY_SIZE > 0 ? 0 : config.REDIS_RETRY_MAX_MS + 500,
     // Presence announcements are ephemeral whatever the history: they always wait for the others.
     announceSettleMs: config.REDIS_RETRY_MAX_MS + 500,
+    appendWhileResubscribing: config.HISTORY_SIZE > 0,
     pingIntervalMs: config.PRESENCE_HEARTBEAT_MS,
     log,
     events: { probeFailed: () => app.metrics.busProbeFailures.inc(), resubscribed: () => app.metrics.busResubscribes.inc() }

@@ -49,7 +49,7 @@ export class Publisher {
    */
   async publish (event: RelayEvent, source: string, options: PublishOptions = {}): Promise<void> {
     const numbered = options.numbered === true
-    if (!this.bus.isReady()) {
+    if (!(isDurable(event) ? this.bus.canAppend() : this.bus.isReady())) {
       this.metrics.eventsRejected.inc({ source })
       throw new BusUnavailableError('bus is not connected')
     }

@@ -62,6 +62,10 @@ export class MemoryBus implements Bus {
     return !this.#closed
   }
 
+  canAppend (): boolean {
+    return !this.#closed
+  }
+
   async publish (topic: string, packet: Buffer): Promise<void> {
     if (this.#closed) throw new BusUnavailableError('bus is closed')
     if (this.#topics.has(topic)) this.#handler(topic, packet)

@@ -31,6 +31,12 @@ export interface RedisBusOptions {
   /** After a reconnect, how long until every node has resubscribed too (see Bus.canAnnounce); default settleMs. */
   announceSettleMs?: number
   /**
+   * Durable events are kept in streams every node repairs from (history on): they are acknowledged as
+   * soon as the command connection takes them, whatever this node's subscription (see Bus.canAppend).
+   * On a cluster, a shard's failover then stops only the streams of that shard.
+   */
+  appendWhileResubscribing?: boolean
+  /**
    * How often the idle subscriber connection is pinged, and a probe published to this node's own probe
    * channel: a subscription that died without its connection closing (a server-side unsubscribe, a
    * proxy that stopped forwarding) shows as a probe not back by the next interval.
@@ -65,6 +71,7 @@ export class RedisBus implements Bus {
   readonly #prefixBytes: number
   readonly #settleMs: number
   readonly #announceSettleMs: number
+  readonly #appendWhileResubscribing: boolean
   /** When the bus last turned ready after a reconnect (the first connect counts as long ago). */
   #readyAt = Number.NEGATIVE_INFINITY
   readonly #streams: RedisStreams
@@ -98,6 +105,7 @@ export class RedisBus implements Bus {
     this.#sharded = options.sharded ?? false
     this.#settleMs = options.settleMs
     this.#announceSettleMs = options.announceSettleMs ?? options.settleMs
+    this.#appendWhileResubscribing = options.appendWhileResubscribing ?? false
     this.#streams = new RedisStreams(options.publisher, options.prefix, options.retention ?? defaultRetention, options.replicaAcks, this.#sharded)
     this.#log = options.log
     this.#events = options.events ?? { probeFailed: () => {}, resubscribed: () => {} }
@@ -128,6 +136,11 @@ export class RedisBus implements Bus {
     return this.#state === 'ready' && this.#publisher.status === 'ready'
   }
 
+  canAppend (): boolean {
+    if (this.#closed || this.#publisher.status !== 'ready') return false
+    return this.#state === 'ready' || this.#appendWhileResubscribing
+  }
+
   canAnnounce (): boolean {
     return this.isReady() && Date.now() - this.#readyAt >= this.#announceSettleMs
   }
@@ -142,7 +155,7 @@ export class RedisBus implements Bus {
   }
 
   async append (event: DurableEvent): Promise<number> {
-    return await this.#command('append', this.isReady(), async () => await this.#streams.append(event))
+    return await this.#command('append', this.canAppend(), async () => await this.#streams.append(event))
   }
 
   /** See RedisStreams.durableArgument: a durable event for a presence script to emit. */

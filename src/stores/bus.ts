@@ -71,6 +71,11 @@ export interface Bus {
    * must reach every node (presence: it is retried until taken) waits for it: pub/sub keeps nothing.
    */
   canAnnounce: () => boolean
+  /**
+   * True while a durable event can be appended and acknowledged. With history that holds while this
+   * node's own subscription is being restored: its readers repair what they miss from the streams.
+   */
+  canAppend: () => boolean
   /** Ephemeral: resolves once the bus accepted the packet; rejects with BusUnavailableError otherwise. */
   publish: (topic: string, packet: Buffer) => Promise<void>
   /**
