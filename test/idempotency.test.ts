@@ -98,12 +98,14 @@ for (const bus of ['memory', 'redis'] as const) {
     const relay = await relayOn(t, bus)
     const watcher = await console_(t, relay)
     const { bus: theBus } = relay.app.stores
-    const isReady = theBus.isReady.bind(theBus)
+    const { isReady, canAppend } = theBus
     const marker = randomUUID()
     const key = `refused-${marker}`
     theBus.isReady = () => false
+    theBus.canAppend = () => false
     const refused = await post(relay, '/global', { marker }, key)
     theBus.isReady = isReady
+    theBus.canAppend = canAppend
     t.equal(refused.statusCode, 503, 'the bus refused the first: 503')
     t.equal(refused.headers['retry-after'], '1')
     const retry = await post(relay, '/global', { marker }, key)
