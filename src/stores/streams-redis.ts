@@ -118,6 +118,68 @@ const APPEND = new LuaScript(APPEND_SOURCE)
 /** On a cluster: the same, publishing on shard channels (the stream's slot) with SPUBLISH. */
 const SHARDED_APPEND = new LuaScript(sharded(APPEND_SOURCE))
 
+/**
+ * APPEND for acknowledgement after replication (REDIS_REPLICA_ACKS with history): the same steps,
+ * but nothing is published here. It answers {number, channel, packet, …}; the node publishes them only
+ * once WAIT says the replicas hold the event, so no node ever delivers an event a failover could lose
+ * (a promoted replica would number other events with its offsets). The once key keeps the number and
+ * the offsets, so a retry (answered -1) gets the stored packets again to publish: an event whose WAIT
+ * fell short reaches the sockets once it is replicated, never twice (readers drop a repeated offset).
+ */
+const APPEND_DEFERRED = new LuaScript(`${POSITION_FUNCTION}${FRAME_HEADER_FUNCTION}
+local function stored_one (history, meta, candidate, size, ttl, position_ttl, payload_head, routing_head, name)
+  local epoch = position(meta, history, candidate, position_ttl, nil)
+  local offset = redis.call('HINCRBY', meta, 'o', 1)
+  local payload = payload_head .. ',"stream":' .. name .. ',"offset":' .. offset .. '}'
+  local packet = routing_head .. ',"e":"' .. epoch .. '","o":' .. offset .. '}\\n' .. frame_header(#payload) .. payload
+  redis.call('XADD', history, 'MAXLEN', '~', size, offset .. '-0', 'p', packet)
+  redis.call('EXPIRE', history, ttl)
+  return offset, packet
+end
+local count, candidate, size, ttl, position_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local at = 9
+local first_piece = {}
+for index = 1, tonumber(ARGV[8]) do
+  first_piece[index] = at
+  at = at + tonumber(ARGV[at]) + 1
+end
+if ARGV[6] ~= '' and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[6]) then
+  local answer = {-1}
+  local stored = redis.call('GET', KEYS[#KEYS]) or ''
+  local stream = 1
+  for offset in string.gmatch(string.match(stored, ':(.*)$') or '', '%d+') do
+    local entries = redis.call('XRANGE', KEYS[2 * stream - 1], offset .. '-0', offset .. '-0')
+    if entries[1] then
+      answer[#answer + 1] = ARGV[at + 3]
+      answer[#answer + 1] = entries[1][2][2]
+    end
+    stream = stream + 1
+    at = at + 4
+  end
+  return answer
+end
+local number = 0
+if ARGV[7] == '1' then
+  position(KEYS[2 * count + 1], KEYS[2 * count + 2], candidate, position_ttl, nil)
+  number = redis.call('HINCRBY', KEYS[2 * count + 1], 'n', 1)
+end
+local payloads = {}
+for index, from in ipairs(first_piece) do
+  payloads[index] = table.concat(ARGV, tostring(number), from + 1, from + tonumber(ARGV[from]))
+end
+local answer = {number}
+local offsets = {}
+for stream = 1, count do
+  local offset, packet = stored_one(KEYS[2 * stream - 1], KEYS[2 * stream], candidate, size, ttl, position_ttl,
+    payloads[tonumber(ARGV[at])], ARGV[at + 1], ARGV[at + 2])
+  offsets[#offsets + 1] = offset
+  answer[#answer + 1] = ARGV[at + 3]
+  answer[#answer + 1] = packet
+  at = at + 4
+end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[#KEYS], number .. ':' .. table.concat(offsets, ','), 'KEEPTTL') end
+return answer`)
+
 /** A script's sharded twin: SPUBLISH, whose channel hashes to the slot of the keys it writes. */
 export function sharded (source: string): string {
   return source.replace("local PUBLISH = 'PUBLISH'", "local PUBLISH = 'SPUBLISH'")
@@ -158,6 +220,21 @@ return answer`)
 
 export interface ReplicaAcks { replicas: number, timeoutMs: number }
 
+/**
+ * WAIT on the master of `key`'s slot, on the connection that wrote there (a pipeline led by a read of
+ * the key goes to it); on one Redis, simply WAIT. A MOVED refreshes the cluster's slot cache and fails:
+ * the retry of the same event finds the slot.
+ */
+async function waitOnMaster (client: RedisCommands, key: string, replicas: number, timeoutMs: number): Promise<number> {
+  const answers = await client.pipeline().exists(key).wait(replicas, timeoutMs).exec()
+  const error = answers?.find(([failed]) => failed !== null)?.[0] ?? (answers?.length === 2 ? null : new Error('no answer'))
+  if (error !== null) {
+    if ('refreshSlotsCache' in client && /^(MOVED|ASK)\b/.test(error.message)) client.refreshSlotsCache()
+    throw error
+  }
+  return Number(answers?.[1]?.[1])
+}
+
 /** The streams of the Redis bus: `<prefix>history:<topic>` (a Redis stream) and `<prefix>position:<topic>` (a hash). */
 export class RedisStreams {
   constructor (
@@ -194,7 +271,7 @@ export class RedisStreams {
     if (this.isSharded) return await this.#appendSharded(event)
     const answer = await this.#appendAll(event)
     // Also after ALREADY_APPENDED: a retry is acknowledged only once the first append is replicated.
-    await this.#replicated()
+    if (!this.#deferred) await this.#replicated()
     return answer
   }
 
@@ -213,7 +290,8 @@ export class RedisStreams {
       const own = index < 0 ? [] : appends.splice(index, 1)
       const answer = await this.#appendOne(event, own, chat)
       if (answer === ALREADY_APPENDED && event.once !== undefined) {
-        number = Number(await this.client.get(this.#once(event.once.token, chat)))
+        // `<number>` or, published after replication, `<number>:<offsets>`.
+        number = Number.parseInt(await this.client.get(this.#once(event.once.token, chat)) ?? '0', 10)
       } else {
         number = answer
         fresh = true
@@ -245,6 +323,13 @@ export class RedisStreams {
     if (event.once !== undefined) keys.push(this.#once(event.once.token, slotTopic))
     const { replicas, timeoutMs } = this.durability
     if (replicas === 0) return Number(await SHARDED_APPEND.run(this.client, keys, args))
+    if (this.#deferred) {
+      const reply = await APPEND_DEFERRED.runBuffer(this.client, keys, args) as Array<number | Buffer>
+      const acked = await waitOnMaster(this.client, keys[0] as string, replicas, timeoutMs)
+      if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
+      await this.#publishPairs(reply)
+      return Number(reply[0])
+    }
     // Each stream's master replicates on its own: wait on each, right after its append.
     const [answer, acked] = await SHARDED_APPEND.runThenWait(this.client, keys, args, replicas, timeoutMs)
     if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
@@ -267,7 +352,27 @@ export class RedisStreams {
       keys.push(this.position(chat), this.history(chat))
     }
     if (event.once !== undefined) keys.push(this.#once(event.once.token, event.appends[0]?.topic ?? ''))
-    return Number(await APPEND.run(this.client, keys, args))
+    if (!this.#deferred) return Number(await APPEND.run(this.client, keys, args))
+    const reply = await APPEND_DEFERRED.runBuffer(this.client, keys, args) as Array<number | Buffer>
+    await this.#replicated()
+    await this.#publishPairs(reply)
+    return Number(reply[0])
+  }
+
+  /** Publish only after replication (see APPEND_DEFERRED): needs history, to publish again on a retry. */
+  get #deferred (): boolean {
+    return this.durability.replicas > 0 && this.retention.size > 0
+  }
+
+  /** Publishes the channel and packet pairs after the number APPEND_DEFERRED answered. */
+  async #publishPairs (reply: Array<number | Buffer>): Promise<void> {
+    const sends: Array<Promise<unknown>> = []
+    for (let index = 1; index + 1 < reply.length; index += 2) {
+      const channel = reply[index] as Buffer
+      const packet = reply[index + 1] as Buffer
+      sends.push(this.isSharded ? this.client.spublish(channel, packet) : this.client.publish(channel, packet))
+    }
+    await Promise.all(sends)
   }
 
   /**
