@@ -233,3 +233,17 @@ t.test('every stream script call of this file touched keys of one slot', async (
   const crossing = scriptKeys.filter((keys) => new Set(keys.map((key) => slotOf(key))).size > 1)
   t.same(crossing, [], 'no call spans two slots')
 })
+
+t.test('without history, replica acknowledgements wait on each stream\'s master and the event is published in the script', async (t) => {
+  const cluster = await startRedisCluster(t)
+  const prefix = cluster.prefix()
+  const bus = await clusterBus(t, cluster, { prefix, replicaAcks: { replicas: 1, timeoutMs: 500 }, retention: { size: 0, ttlSeconds: 600, positionTtlSeconds: 3600 } })
+  const arrived: string[] = []
+  bus.onPacket((topic, bytes) => arrived.push(`${topic} ${textOf(decodePacket(bytes))}`))
+  for (const topic of TOPICS) await bus.subscribe(topic)
+  for (const topic of TOPICS) await bus.append(event(topic, 'no-history'))
+  const started = Date.now()
+  while (arrived.length < TOPICS.length && Date.now() - started < 5000) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.same(arrived.sort(), TOPICS.map((topic) => `${topic} no-history`).sort(), 'every stream\'s event, once')
+  t.same((await bus.read('chat:one', { after: 0, limit: 10 })).offsets, [], 'and nothing kept')
+})

@@ -141,24 +141,6 @@ export class LuaScript {
     }
   }
 
-  /**
-   * As `run`, then WAIT for `replicas` replicas on the master of the keys' slot: a pipeline led by a
-   * read of the first key goes to that master, on the connection that wrote, which is what WAIT counts
-   * (the script alone, not pipelined, so the cluster client follows a MOVED or ASK). Answers the
-   * script's reply and how many replicas acknowledged.
-   */
-  async runThenWait (client: RedisCommands, keys: string[], args: Array<string | number>, replicas: number, timeoutMs: number): Promise<[unknown, number]> {
-    const reply = await this.run(client, keys, args)
-    const answers = await client.pipeline().exists(keys[0] as string).wait(replicas, timeoutMs).exec()
-    const error = answers?.find(([failed]) => failed !== null)?.[0] ?? (answers?.length === 2 ? null : new Error('no answer'))
-    if (error !== null) {
-      // The slot moved between the two: the next attempt (a retry of the same event) finds it.
-      if ('refreshSlotsCache' in client && /^(MOVED|ASK)\b/.test(error.message)) client.refreshSlotsCache()
-      throw error
-    }
-    return [reply, Number(answers?.[1]?.[1])]
-  }
-
   /** As `run`, with bulk replies as Buffers (binary packets stay bytes). */
   async runBuffer (client: RedisCommands, keys: string[], args: Array<string | number>): Promise<unknown> {
     try {

@@ -321,19 +321,14 @@ export class RedisStreams {
       keys.push(this.position(chat), this.history(chat))
     }
     if (event.once !== undefined) keys.push(this.#once(event.once.token, slotTopic))
-    const { replicas, timeoutMs } = this.durability
-    if (replicas === 0) return Number(await SHARDED_APPEND.run(this.client, keys, args))
-    if (this.#deferred) {
-      const reply = await APPEND_DEFERRED.runBuffer(this.client, keys, args) as Array<number | Buffer>
-      const acked = await waitOnMaster(this.client, keys[0] as string, replicas, timeoutMs)
-      if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
-      await this.#publishPairs(reply)
-      return Number(reply[0])
-    }
+    if (this.durability.replicas === 0) return Number(await SHARDED_APPEND.run(this.client, keys, args))
+    const reply = this.#deferred
+      ? await APPEND_DEFERRED.runBuffer(this.client, keys, args) as Array<number | Buffer>
+      : [Number(await SHARDED_APPEND.run(this.client, keys, args))]
     // Each stream's master replicates on its own: wait on each, right after its append.
-    const [answer, acked] = await SHARDED_APPEND.runThenWait(this.client, keys, args, replicas, timeoutMs)
-    if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
-    return Number(answer)
+    await this.#replicated(keys[0])
+    await this.#publishPairs(reply)
+    return Number(reply[0])
   }
 
   async #appendAll (event: DurableEvent): Promise<number> {
@@ -376,13 +371,14 @@ export class RedisStreams {
   }
 
   /**
-   * Waits until `replicas` replicas hold every write of this connection so far: what a failover promotes
-   * then has the event. Replication is asynchronous, so without it an acknowledged event could vanish.
+   * Waits until `replicas` replicas hold every write of this connection so far (on a cluster: to the
+   * master of `key`'s slot): what a failover promotes then has the event. Replication is asynchronous,
+   * so without it an acknowledged event could vanish.
    */
-  async #replicated (): Promise<void> {
+  async #replicated (key?: string): Promise<void> {
     const { replicas, timeoutMs } = this.durability
     if (replicas === 0) return
-    const acked = await this.client.wait(replicas, timeoutMs)
+    const acked = this.isSharded ? await waitOnMaster(this.client, key as string, replicas, timeoutMs) : await this.client.wait(replicas, timeoutMs)
     if (acked < replicas) throw new Error(`held by ${acked} of ${replicas} replicas within ${timeoutMs} ms`)
   }
 
